@@ -1,0 +1,217 @@
+// Package config loads Mail Queue's settings from the environment.
+//
+// Every setting is read once at start-up into one typed Config, validated,
+// and passed down; nothing else in the service reads the environment. Each
+// variable X also accepts X_FILE naming a file that holds the value, so
+// secrets can come from mounted files instead of the process environment.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is every setting of the service. Field tags name the environment
+// variable (prefix MQ_) and the default that works on a laptop.
+type Config struct {
+	// DatabaseURL is the PostgreSQL connection string.
+	DatabaseURL string `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/mailqueue?sslmode=disable"`
+	// RedisAddrs is one address for a single Redis node, several for a cluster.
+	RedisAddrs []string `envconfig:"REDIS_ADDRS" default:"127.0.0.1:6379"`
+	// HTTPAddr is where the REST API listens.
+	HTTPAddr string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
+	// AdminSecret authorises the admin endpoints (/v1/apps, /riverui).
+	AdminSecret string `envconfig:"ADMIN_SECRET"`
+	// EncryptionKey is base64 of 32 bytes; it encrypts secrets at rest.
+	EncryptionKey string `envconfig:"ENCRYPTION_KEY"`
+	// DefaultSMTPURL is where email goes when its queue has no SMTP config.
+	DefaultSMTPURL string `envconfig:"DEFAULT_SMTP_URL" default:"smtp://127.0.0.1:1025"`
+	// DefaultSMTPPoolSize is how many connections the default SMTP server gets.
+	DefaultSMTPPoolSize int `envconfig:"DEFAULT_SMTP_POOL_SIZE" default:"8"`
+	// PublicURL is the address recipients' mail clients reach (tracking links).
+	PublicURL string `envconfig:"PUBLIC_URL" default:"http://127.0.0.1:8080"`
+	// InboundAddr is where the bounce-receiving SMTP server listens.
+	InboundAddr string `envconfig:"INBOUND_ADDR" default:"127.0.0.1:2525"`
+	// LogFormat is json (production) or text (reading by eye).
+	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	// Workers is the total number of concurrent send workers, shared out
+	// between the priority lanes.
+	Workers int `envconfig:"WORKERS" default:"64"`
+	// ShutdownTimeout bounds the wait for in-flight sends on SIGTERM.
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s"`
+	// JobRescueAfter is how long a job may sit in "running" after its
+	// process died before another worker takes it over.
+	JobRescueAfter time.Duration `envconfig:"JOB_RESCUE_AFTER" default:"10m"`
+	// MaxBodyBytes caps a single request body (413 above it).
+	MaxBodyBytes int64 `envconfig:"MAX_BODY_BYTES" default:"1048576"`
+	// DBMaxConns caps the PostgreSQL pool of one process.
+	DBMaxConns int32 `envconfig:"DB_MAX_CONNS" default:"20"`
+
+	encryptionKey []byte
+}
+
+// Load reads the configuration from the environment. It resolves X_FILE
+// variables first, then applies defaults and checks every value that does
+// not depend on which command runs.
+func Load() (*Config, error) {
+	if err := resolveFiles(); err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := envconfig.Process("MQ", &c); err != nil {
+		return nil, fmt.Errorf("reading MQ_ settings: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// resolveFiles sets MQ_X from the file named by MQ_X_FILE when MQ_X is unset.
+func resolveFiles() error {
+	for _, kv := range os.Environ() {
+		name, path, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "MQ_") || !strings.HasSuffix(name, "_FILE") {
+			continue
+		}
+		target := strings.TrimSuffix(name, "_FILE")
+		if _, set := os.LookupEnv(target); set {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("%s: reading %s: %w", name, path, err)
+		}
+		if err := os.Setenv(target, strings.TrimRight(string(b), "\r\n")); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("MQ_%s: "+format, append([]any{name}, args...)...))
+	}
+	if _, err := url.Parse(c.DatabaseURL); err != nil || c.DatabaseURL == "" {
+		bad("DATABASE_URL", "must be a postgres:// URL")
+	}
+	if len(c.RedisAddrs) == 0 {
+		bad("REDIS_ADDRS", "must name at least one host:port")
+	}
+	for _, a := range c.RedisAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("REDIS_ADDRS", "%q is not host:port", a)
+		}
+	}
+	for name, addr := range map[string]string{"HTTP_ADDR": c.HTTPAddr, "INBOUND_ADDR": c.InboundAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(name, "%q is not host:port", addr)
+		}
+	}
+	if _, err := ParseSMTPURL(c.DefaultSMTPURL); err != nil {
+		bad("DEFAULT_SMTP_URL", "%v", err)
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("PUBLIC_URL", "must be an http:// or https:// URL")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("LOG_FORMAT", "must be json or text, not %q", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	if c.Workers < 4 {
+		bad("WORKERS", "must be at least 4 (one per priority lane), not %d", c.Workers)
+	}
+	if c.DefaultSMTPPoolSize < 1 {
+		bad("DEFAULT_SMTP_POOL_SIZE", "must be at least 1")
+	}
+	if c.MaxBodyBytes < 1024 {
+		bad("MAX_BODY_BYTES", "must be at least 1024")
+	}
+	if c.DBMaxConns < 4 {
+		bad("DB_MAX_CONNS", "must be at least 4")
+	}
+	if c.EncryptionKey != "" {
+		k, err := base64.StdEncoding.DecodeString(c.EncryptionKey)
+		if err != nil || len(k) != 32 {
+			bad("ENCRYPTION_KEY", "must be base64 of exactly 32 bytes (generate one with: openssl rand -base64 32)")
+		}
+		c.encryptionKey = k
+	}
+	return errors.Join(errs...)
+}
+
+// RequireServerSecrets checks the settings only the API server needs, so
+// `mailqueue migrate` and `mailqueue work` run without them.
+func (c *Config) RequireServerSecrets() error {
+	var errs []error
+	if len(c.AdminSecret) < 16 {
+		errs = append(errs, errors.New("MQ_ADMIN_SECRET: must be set to at least 16 characters (generate one with: openssl rand -hex 24)"))
+	}
+	if c.encryptionKey == nil {
+		errs = append(errs, errors.New("MQ_ENCRYPTION_KEY: must be set to base64 of 32 bytes (generate one with: openssl rand -base64 32)"))
+	}
+	return errors.Join(errs...)
+}
+
+// EncryptionKeyBytes returns the decoded MQ_ENCRYPTION_KEY, or nil if unset.
+func (c *Config) EncryptionKeyBytes() []byte { return c.encryptionKey }
+
+// SMTPURL is a parsed smtp:// or smtps:// address.
+type SMTPURL struct {
+	Host     string
+	Port     int
+	Username string
+	Password string
+	// TLS is "none" for smtp:// (STARTTLS used opportunistically) and "tls"
+	// for smtps:// (implicit TLS).
+	TLS string
+}
+
+// ParseSMTPURL parses smtp://[user:pass@]host:port or smtps://….
+func ParseSMTPURL(s string) (*SMTPURL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("not a URL: %w", err)
+	}
+	out := &SMTPURL{Host: u.Hostname()}
+	switch u.Scheme {
+	case "smtp":
+		out.TLS, out.Port = "none", 25
+	case "smtps":
+		out.TLS, out.Port = "tls", 465
+	default:
+		return nil, fmt.Errorf("scheme must be smtp or smtps, not %q", u.Scheme)
+	}
+	if out.Host == "" {
+		return nil, errors.New("missing host")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("bad port %q", p)
+		}
+		out.Port = n
+	}
+	if u.User != nil {
+		out.Username = u.User.Username()
+		out.Password, _ = u.User.Password()
+	}
+	return out, nil
+}

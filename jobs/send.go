@@ -1,0 +1,238 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	netmail "net/mail"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/store"
+)
+
+// SendArgs are the arguments of the job that delivers one email.
+type SendArgs struct {
+	EmailID uuid.UUID `json:"email_id"`
+	// RetryDelay is the queue's retry schedule in seconds, copied at accept
+	// time so choosing the next attempt needs no database read.
+	RetryDelay []int32 `json:"retry_delay,omitempty"`
+}
+
+// Kind is the stable job kind stored in river_job.
+func (SendArgs) Kind() string { return "send_email" }
+
+// Enqueuer inserts send jobs. It implements store.SendEnqueuer.
+type Enqueuer struct {
+	client *river.Client[pgx.Tx]
+}
+
+// NewEnqueuer returns an Enqueuer inserting with client, which may be an
+// insert-only client (one with no queues or workers).
+func NewEnqueuer(client *river.Client[pgx.Tx]) *Enqueuer { return &Enqueuer{client: client} }
+
+// EnqueueSendTx inserts the send job of e in tx, in the lane of its priority.
+func (q *Enqueuer) EnqueueSendTx(ctx context.Context, tx pgx.Tx, e *store.Email) (int64, error) {
+	lane, prio := Lane(int(e.Priority))
+	opts := &river.InsertOpts{Queue: lane, Priority: prio, MaxAttempts: int(e.MaxRetries) + 1}
+	if e.ScheduledAt != nil {
+		opts.ScheduledAt = *e.ScheduledAt
+	}
+	res, err := q.client.InsertTx(ctx, tx, SendArgs{EmailID: e.ID, RetryDelay: e.RetryDelay}, opts)
+	if err != nil {
+		return 0, fmt.Errorf("inserting send job: %w", err)
+	}
+	return res.Job.ID, nil
+}
+
+// Sender delivers a message through an SMTP server. *mail.Pools satisfies
+// it in production; the sandbox has its own.
+type Sender interface {
+	Send(ctx context.Context, srv mail.Server, m *mail.Message) error
+}
+
+// SendWorker delivers emails. It reads the email, marks it processing,
+// sends it and records the outcome; every status change and its event are
+// written together by store.EmailTransition.
+type SendWorker struct {
+	river.WorkerDefaults[SendArgs]
+
+	Store         *store.Store
+	Sender        Sender
+	DefaultServer mail.Server
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// NextRetry follows the queue's retry schedule; past its end the last delay
+// repeats. Without one, River's default backoff applies.
+func (w *SendWorker) NextRetry(job *river.Job[SendArgs]) time.Time {
+	d := job.Args.RetryDelay
+	if len(d) == 0 {
+		return time.Time{}
+	}
+	i := min(max(job.Attempt-1, 0), len(d)-1)
+	return w.now().Add(time.Duration(d[i]) * time.Second)
+}
+
+// Work sends one email.
+func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
+	log := w.Logger.With("email_id", job.Args.EmailID, "job_id", job.ID, "attempt", job.Attempt)
+	e, err := w.Store.EmailGetForSend(ctx, job.Args.EmailID)
+	if errors.Is(err, store.ErrNotFound) {
+		// Deleted (GDPR) after it was queued: nothing to send, never retry.
+		return river.JobCancel(err)
+	}
+	if err != nil {
+		return err
+	}
+	switch e.Status {
+	case store.StatusQueued, store.StatusProcessing:
+	default:
+		log.Debug("email no longer waiting to be sent", "status", e.Status)
+		return nil
+	}
+	now := w.now()
+	if e.ExpiresAt != nil && now.After(*e.ExpiresAt) {
+		_, err := w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+			ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusExpired,
+			Event: "expired", Data: map[string]any{"expires_at": e.ExpiresAt}, At: now,
+		})
+		return err
+	}
+	if e.QueueIsPaused {
+		return river.JobSnooze(pausedSnooze)
+	}
+
+	moved, err := w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+		ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusProcessing,
+		Event: "processing", Data: map[string]any{"attempt": job.Attempt}, At: now,
+	})
+	if err != nil {
+		return err
+	}
+	if !moved {
+		return nil // cancelled between the read and now
+	}
+
+	srv := w.DefaultServer
+	msg, err := message(&e.Email)
+	if err != nil {
+		return w.fail(ctx, e, job, err, true)
+	}
+	started := w.now()
+	if err := w.Sender.Send(ctx, srv, msg); err != nil {
+		log.Warn("send failed", "error", err, "smtp_host", srv.Host)
+		return w.fail(ctx, e, job, err, mail.IsPermanent(err))
+	}
+	sentAt := w.now()
+	_, err = w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+		ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusSent, Event: "sent",
+		Data: map[string]any{
+			"smtp_host": srv.Host, "attempt": job.Attempt,
+			"duration_ms": sentAt.Sub(started).Milliseconds(),
+		},
+		SentAt: &sentAt, ClearError: true, RetryCount: ptr(int16(job.Attempt - 1)), At: sentAt,
+	})
+	if err != nil {
+		// The message is out; failing the job now would send it twice.
+		log.Error("email sent but its status could not be recorded", "error", err)
+	}
+	return nil
+}
+
+// pausedSnooze is how long a job of a paused queue waits before looking again.
+const pausedSnooze = 15 * time.Second
+
+// fail records a failed attempt: dead (status failed) if the error is
+// permanent or this was the last attempt, otherwise back to queued for the
+// next one.
+func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river.Job[SendArgs], sendErr error, permanent bool) error {
+	msg := sendErr.Error()
+	data := map[string]any{"error": msg, "attempt": job.Attempt, "max_attempts": job.MaxAttempts}
+	var se *mail.SendError
+	if errors.As(sendErr, &se) {
+		data["stage"], data["smtp_code"], data["enhanced_code"] = se.Stage, se.Code, se.EnhancedCode
+	}
+	last := permanent || job.Attempt >= job.MaxAttempts
+	p := &store.EmailTransitionParams{
+		ID: e.ID, From: []string{store.StatusProcessing}, LastError: &msg,
+		RetryCount: ptr(int16(job.Attempt)), Data: data, At: w.now(),
+	}
+	switch {
+	case last:
+		p.Status, p.Event = store.StatusFailed, "failed"
+		data["permanent"] = permanent
+	case mail.IsUncertain(sendErr):
+		// The server may have the message: say so in the history.
+		p.Status, p.Event = store.StatusQueued, "uncertain"
+	default:
+		p.Status, p.Event = store.StatusQueued, "deferred"
+	}
+	if _, err := w.Store.EmailTransition(ctx, p); err != nil {
+		return errors.Join(sendErr, err)
+	}
+	if permanent {
+		return river.JobCancel(sendErr)
+	}
+	return sendErr
+}
+
+// message turns a stored email into the message to send.
+func message(e *store.Email) (*mail.Message, error) {
+	m := &mail.Message{
+		MessageID: e.MessageID,
+		From:      mail.Address{Email: e.FromAddress},
+		Subject:   e.Subject,
+		Headers:   e.Headers,
+	}
+	if e.FromName != nil {
+		m.From.Name = *e.FromName
+	}
+	for _, list := range []struct {
+		src []store.Address
+		dst *[]mail.Address
+	}{{e.To, &m.To}, {e.Cc, &m.Cc}, {e.Bcc, &m.Bcc}} {
+		for _, a := range list.src {
+			*list.dst = append(*list.dst, mail.Address{Email: a.Email, Name: a.Name})
+		}
+	}
+	if e.ReplyTo != nil {
+		a, err := netmail.ParseAddress(*e.ReplyTo)
+		if err != nil {
+			return nil, fmt.Errorf("stored reply_to %q: %w", *e.ReplyTo, err)
+		}
+		m.ReplyTo = &mail.Address{Email: a.Address, Name: a.Name}
+	}
+	if e.HTML != nil {
+		m.HTML = *e.HTML
+	}
+	if e.Text != nil {
+		m.Text = *e.Text
+	}
+	return m, nil
+}
+
+func (w *SendWorker) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// PoolSender sends through pooled SMTP connections, one pool per server.
+type PoolSender struct {
+	Pools *mail.Pools
+}
+
+// Send delivers m through srv's pool.
+func (s PoolSender) Send(ctx context.Context, srv mail.Server, m *mail.Message) error {
+	return s.Pools.Get(srv).Send(ctx, m)
+}

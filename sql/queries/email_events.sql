@@ -1,0 +1,16 @@
+-- Email events: the history of every email, partitioned by month like emails.
+
+-- name: EventInsert
+INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
+VALUES (@id, @created_at, @email_id, @app_id, @event_type, @event_data);
+
+-- name: EventList
+-- Events are never older than their email, so created_at >= the email's
+-- created_at skips every earlier partition.
+SELECT id, created_at, email_id, event_type, event_data
+FROM email_events
+WHERE app_id = @app_id AND email_id = @email_id AND created_at >= @email_created_at
+  AND (@cursor_created_at::timestamptz IS NULL
+       OR (created_at, id) > (@cursor_created_at, @cursor_id::uuid))
+ORDER BY created_at, id
+LIMIT @limit;

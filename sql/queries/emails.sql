@@ -1,0 +1,80 @@
+-- Emails: partitioned by month on created_at. Every statement that finds an
+-- email by id also names its created_at (the timestamp inside the UUIDv7 id),
+-- so PostgreSQL touches exactly one partition.
+
+-- name: EmailInsert
+INSERT INTO emails (id, created_at, app_id, queue_id, batch_id, idempotency_key, message_id,
+                    from_address, from_name, to_addresses, cc, bcc, reply_to, subject, html_body,
+                    text_body, headers, personalization_data, metadata, status, priority,
+                    max_retries, scheduled_at, expires_at, updated_at)
+VALUES (@id, @created_at, @app_id, @queue_id, @batch_id, @idempotency_key, @message_id,
+        @from_address, @from_name, @to_addresses, @cc, @bcc, @reply_to, @subject, @html_body,
+        @text_body, @headers, @personalization_data, @metadata, 'queued', @priority,
+        @max_retries, @scheduled_at, @expires_at, @created_at);
+
+-- name: EmailSetJob
+UPDATE emails SET job_id = @job_id WHERE id = @id AND created_at = @created_at;
+
+-- name: EmailGet
+SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
+       e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
+       e.html_body, e.text_body, e.headers, e.metadata, e.status, e.priority, e.retry_count,
+       e.max_retries, e.last_error, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
+       e.delivered_at, e.updated_at,
+       j.scheduled_at AS job_scheduled_at, j.attempt AS job_attempt
+FROM emails e
+JOIN queues q ON q.id = e.queue_id
+LEFT JOIN river_job j ON j.id = e.job_id AND j.state IN ('available', 'scheduled', 'retryable', 'running', 'pending')
+WHERE e.app_id = @app_id AND e.id = @id AND e.created_at = @created_at;
+
+-- name: EmailGetForSend
+-- The worker's read: the email plus what it needs of its queue. No app
+-- filter: the job itself was created for this email by the API.
+SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
+       e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
+       e.html_body, e.text_body, e.headers, e.metadata, e.status, e.priority, e.retry_count,
+       e.max_retries, e.last_error, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
+       e.delivered_at, e.updated_at,
+       NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt,
+       q.smtp_config_id AS queue_smtp_config_id, q.is_paused AS queue_is_paused
+FROM emails e
+JOIN queues q ON q.id = e.queue_id
+WHERE e.id = @id AND e.created_at = @created_at;
+
+-- name: EmailList
+-- Keyset pagination, newest first; the cursor is the last row's (created_at, id).
+SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
+       e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
+       NULL::text AS html_body, NULL::text AS text_body, e.headers, e.metadata, e.status,
+       e.priority, e.retry_count, e.max_retries, e.last_error, e.job_id, e.scheduled_at,
+       e.expires_at, e.sent_at, e.delivered_at, e.updated_at,
+       NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt
+FROM emails e
+JOIN queues q ON q.id = e.queue_id
+WHERE e.app_id = @app_id
+  AND (@status::email_status IS NULL OR e.status = @status)
+  AND (@queue_name::text IS NULL OR q.name = @queue_name)
+  AND (@batch_id::uuid IS NULL OR e.batch_id = @batch_id)
+  AND (@since::timestamptz IS NULL OR e.created_at >= @since)
+  AND (@cursor_created_at::timestamptz IS NULL
+       OR (e.created_at, e.id) < (@cursor_created_at, @cursor_id::uuid))
+ORDER BY e.created_at DESC, e.id DESC
+LIMIT @limit;
+
+-- name: EmailTransition
+-- Moves an email to a new status and records the event in one statement. The
+-- from_statuses guard makes late or duplicate workers harmless: an email that
+-- was cancelled or already sent is not touched, and no event is written.
+WITH moved AS (
+    UPDATE emails
+    SET status       = @status,
+        last_error   = CASE WHEN @set_last_error::boolean THEN @last_error ELSE last_error END,
+        retry_count  = coalesce(@retry_count, retry_count),
+        sent_at      = coalesce(@sent_at, sent_at),
+        updated_at   = @at
+    WHERE id = @id AND created_at = @created_at AND status = ANY(@from_statuses::email_status[])
+    RETURNING id, app_id
+)
+INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
+SELECT @event_id, @at, moved.id, moved.app_id, @event_type, @event_data
+FROM moved;

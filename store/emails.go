@@ -1,0 +1,347 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Email statuses, as the email_status enum holds them.
+const (
+	StatusQueued     = "queued"
+	StatusProcessing = "processing"
+	StatusSent       = "sent"
+	StatusDelivered  = "delivered"
+	StatusBounced    = "bounced"
+	StatusFailed     = "failed"
+	StatusCancelled  = "cancelled"
+	StatusExpired    = "expired"
+	StatusUncertain  = "uncertain"
+)
+
+// Address is a mailbox: an address and an optional display name.
+type Address struct {
+	Email string `json:"email"`
+	Name  string `json:"name,omitempty"`
+}
+
+// Email is one accepted message and where it stands.
+type Email struct {
+	ID          uuid.UUID         `db:"id"`
+	CreatedAt   time.Time         `db:"created_at"`
+	AppID       uuid.UUID         `db:"app_id"`
+	QueueID     uuid.UUID         `db:"queue_id"`
+	QueueName   string            `db:"queue_name"`
+	BatchID     *uuid.UUID        `db:"batch_id"`
+	MessageID   string            `db:"message_id"`
+	FromAddress string            `db:"from_address"`
+	FromName    *string           `db:"from_name"`
+	To          []Address         `db:"to_addresses"`
+	Cc          []Address         `db:"cc"`
+	Bcc         []Address         `db:"bcc"`
+	ReplyTo     *string           `db:"reply_to"`
+	Subject     string            `db:"subject"`
+	HTML        *string           `db:"html_body"`
+	Text        *string           `db:"text_body"`
+	Headers     map[string]string `db:"headers"`
+	Metadata    json.RawMessage   `db:"metadata"`
+	Status      string            `db:"status"`
+	Priority    int16             `db:"priority"`
+	RetryCount  int16             `db:"retry_count"`
+	MaxRetries  int16             `db:"max_retries"`
+	LastError   *string           `db:"last_error"`
+	JobID       *int64            `db:"job_id"`
+	ScheduledAt *time.Time        `db:"scheduled_at"`
+	ExpiresAt   *time.Time        `db:"expires_at"`
+	SentAt      *time.Time        `db:"sent_at"`
+	DeliveredAt *time.Time        `db:"delivered_at"`
+	UpdatedAt   time.Time         `db:"updated_at"`
+	// NextAttemptAt is when the send job will next run, while it is waiting.
+	NextAttemptAt *time.Time `db:"job_scheduled_at"`
+	// Attempt is how many times the current job has been tried.
+	Attempt *int16 `db:"job_attempt"`
+	// RetryDelay is the queue's retry schedule, known only at insert time.
+	RetryDelay []int32 `db:"-"`
+}
+
+// EmailInsertParams are the fields of a newly accepted email.
+type EmailInsertParams struct {
+	AppID            uuid.UUID
+	Queue            *Queue
+	BatchID          *uuid.UUID
+	IdempotencyKey   *string
+	MessageIDDomain  string
+	From             Address
+	To, Cc, Bcc      []Address
+	ReplyTo          *string
+	Subject          string
+	HTML, Text       *string
+	Headers          map[string]string
+	Personalizations json.RawMessage
+	Metadata         json.RawMessage
+	Priority         int16
+	ScheduledAt      *time.Time
+	ExpiresAt        *time.Time
+}
+
+// EmailInsert stores an accepted email, its "queued" event and the River job
+// that will send it, all in one transaction: once this returns, the email is
+// durable and will be delivered (DESIGN.md, decision 1). Call it on a Store
+// from Tx when other writes must share the transaction.
+func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, error) {
+	if s.enqueue == nil {
+		return nil, fmt.Errorf("inserting email: store has no job enqueuer")
+	}
+	var out *Email
+	err := s.Tx(ctx, func(tx *Store) error {
+		id, createdAt := NewID()
+		e := &Email{
+			ID: id, CreatedAt: createdAt, AppID: p.AppID, QueueID: p.Queue.ID, QueueName: p.Queue.Name,
+			BatchID: p.BatchID, MessageID: id.String() + "@" + p.MessageIDDomain,
+			FromAddress: p.From.Email, To: p.To, Cc: p.Cc, Bcc: p.Bcc, ReplyTo: p.ReplyTo,
+			Subject: p.Subject, HTML: p.HTML, Text: p.Text, Headers: p.Headers, Metadata: p.Metadata,
+			Status: StatusQueued, Priority: p.Priority, MaxRetries: p.Queue.MaxRetries,
+			ScheduledAt: p.ScheduledAt, ExpiresAt: p.ExpiresAt, UpdatedAt: createdAt,
+			RetryDelay: p.Queue.RetryDelay,
+		}
+		if p.From.Name != "" {
+			e.FromName = &p.From.Name
+		}
+		_, err := tx.db.Exec(ctx, tx.q.EmailInsert, pgx.NamedArgs{
+			"id": e.ID, "created_at": e.CreatedAt, "app_id": e.AppID, "queue_id": e.QueueID,
+			"batch_id": e.BatchID, "idempotency_key": p.IdempotencyKey, "message_id": e.MessageID,
+			"from_address": e.FromAddress, "from_name": e.FromName, "to_addresses": e.To,
+			"cc": nilIfEmpty(e.Cc), "bcc": nilIfEmpty(e.Bcc), "reply_to": e.ReplyTo,
+			"subject": e.Subject, "html_body": e.HTML, "text_body": e.Text,
+			"headers": nilIfEmptyMap(e.Headers), "personalization_data": rawOrNil(p.Personalizations),
+			"metadata": rawOrNil(e.Metadata), "priority": e.Priority, "max_retries": e.MaxRetries,
+			"scheduled_at": e.ScheduledAt, "expires_at": e.ExpiresAt,
+		})
+		if err != nil {
+			return fmt.Errorf("inserting email: %w", err)
+		}
+		if err := tx.EventInsert(ctx, e, "queued", nil, createdAt); err != nil {
+			return err
+		}
+		jobID, err := tx.enqueue.EnqueueSendTx(ctx, tx.tx, e)
+		if err != nil {
+			return fmt.Errorf("enqueueing email %s: %w", e.ID, err)
+		}
+		e.JobID = &jobID
+		if _, err := tx.db.Exec(ctx, tx.q.EmailSetJob, pgx.NamedArgs{"id": e.ID, "created_at": e.CreatedAt, "job_id": jobID}); err != nil {
+			return fmt.Errorf("linking email %s to job: %w", e.ID, err)
+		}
+		out = e
+		return nil
+	})
+	return out, err
+}
+
+// EmailGet returns one of an app's emails. The partition is found from the
+// id, so this reads one partition only.
+func (s *Store) EmailGet(ctx context.Context, appID, id uuid.UUID) (*Email, error) {
+	rows, err := s.db.Query(ctx, s.q.EmailGet, pgx.NamedArgs{"app_id": appID, "id": id, "created_at": IDTime(id)})
+	if err != nil {
+		return nil, notFound(err, "getting email")
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[Email])
+	if err != nil {
+		return nil, notFound(err, "getting email")
+	}
+	return e, nil
+}
+
+// EmailForSend is an email as the send worker needs it.
+type EmailForSend struct {
+	Email
+	QueueSMTPConfigID *uuid.UUID `db:"queue_smtp_config_id"`
+	QueueIsPaused     bool       `db:"queue_is_paused"`
+}
+
+// EmailGetForSend returns an email for the worker sending it, with no app
+// filter: the job was created for this email by the API.
+func (s *Store) EmailGetForSend(ctx context.Context, id uuid.UUID) (*EmailForSend, error) {
+	rows, err := s.db.Query(ctx, s.q.EmailGetForSend, pgx.NamedArgs{"id": id, "created_at": IDTime(id)})
+	if err != nil {
+		return nil, notFound(err, "getting email to send")
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[EmailForSend])
+	if err != nil {
+		return nil, notFound(err, "getting email to send")
+	}
+	return e, nil
+}
+
+// EmailListParams filter and page an app's emails, newest first.
+type EmailListParams struct {
+	AppID   uuid.UUID
+	Status  *string
+	Queue   *string
+	BatchID *uuid.UUID
+	Since   *time.Time
+	After   *Cursor
+	Limit   int
+}
+
+// Cursor is a position in a keyset-paginated list.
+type Cursor struct {
+	CreatedAt time.Time `json:"t"`
+	ID        uuid.UUID `json:"i"`
+}
+
+// EmailList returns up to Limit emails (without bodies) and whether more
+// follow.
+func (s *Store) EmailList(ctx context.Context, p *EmailListParams) ([]*Email, bool, error) {
+	args := pgx.NamedArgs{
+		"app_id": p.AppID, "status": p.Status, "queue_name": p.Queue, "batch_id": p.BatchID,
+		"since": p.Since, "cursor_created_at": nil, "cursor_id": nil, "limit": p.Limit + 1,
+	}
+	if p.After != nil {
+		args["cursor_created_at"], args["cursor_id"] = p.After.CreatedAt, p.After.ID
+	}
+	rows, err := s.db.Query(ctx, s.q.EmailList, args)
+	if err != nil {
+		return nil, false, fmt.Errorf("listing emails: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByName[Email])
+	if err != nil {
+		return nil, false, fmt.Errorf("listing emails: %w", err)
+	}
+	more := len(list) > p.Limit
+	if more {
+		list = list[:p.Limit]
+	}
+	return list, more, nil
+}
+
+// EmailTransitionParams move an email from one of From to Status and record
+// Event with Data. Optional fields are left unchanged when nil.
+type EmailTransitionParams struct {
+	ID         uuid.UUID
+	From       []string
+	Status     string
+	Event      string
+	Data       any
+	LastError  *string
+	ClearError bool
+	RetryCount *int16
+	SentAt     *time.Time
+	At         time.Time
+}
+
+// EmailTransition applies p atomically. It reports false, and writes
+// nothing, when the email is not in one of p.From (cancelled, already sent,
+// or taken by another worker).
+func (s *Store) EmailTransition(ctx context.Context, p *EmailTransitionParams) (bool, error) {
+	data, err := json.Marshal(p.Data)
+	if err != nil {
+		return false, fmt.Errorf("encoding %s event: %w", p.Event, err)
+	}
+	eventID, _ := NewID()
+	at := p.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	tag, err := s.db.Exec(ctx, s.q.EmailTransition, pgx.NamedArgs{
+		"id": p.ID, "created_at": IDTime(p.ID), "from_statuses": p.From, "status": p.Status,
+		"set_last_error": p.LastError != nil || p.ClearError, "last_error": p.LastError,
+		"retry_count": p.RetryCount, "sent_at": p.SentAt, "at": at,
+		"event_id": eventID, "event_type": p.Event, "event_data": json.RawMessage(data),
+	})
+	if err != nil {
+		return false, fmt.Errorf("moving email %s to %s: %w", p.ID, p.Status, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Event is one step in an email's history.
+type Event struct {
+	ID        uuid.UUID       `db:"id"`
+	CreatedAt time.Time       `db:"created_at"`
+	EmailID   uuid.UUID       `db:"email_id"`
+	Type      string          `db:"event_type"`
+	Data      json.RawMessage `db:"event_data"`
+}
+
+// EventInsert records an event of e at time at.
+func (s *Store) EventInsert(ctx context.Context, e *Email, eventType string, data any, at time.Time) error {
+	var raw json.RawMessage
+	if data != nil {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return fmt.Errorf("encoding %s event: %w", eventType, err)
+		}
+		raw = b
+	}
+	id, idAt := NewID()
+	if at.IsZero() || at.Before(e.CreatedAt) {
+		at = idAt
+	}
+	_, err := s.db.Exec(ctx, s.q.EventInsert, pgx.NamedArgs{
+		"id": id, "created_at": at, "email_id": e.ID, "app_id": e.AppID,
+		"event_type": eventType, "event_data": raw,
+	})
+	if err != nil {
+		return fmt.Errorf("recording %s event of email %s: %w", eventType, e.ID, err)
+	}
+	return nil
+}
+
+// EventListParams page through one email's events, oldest first.
+type EventListParams struct {
+	AppID   uuid.UUID
+	EmailID uuid.UUID
+	After   *Cursor
+	Limit   int
+}
+
+// EventList returns up to Limit events of an app's email and whether more
+// follow. An unknown email or one of another app yields an empty list; call
+// EmailGet first to tell those apart.
+func (s *Store) EventList(ctx context.Context, p *EventListParams) ([]*Event, bool, error) {
+	args := pgx.NamedArgs{
+		"app_id": p.AppID, "email_id": p.EmailID, "email_created_at": IDTime(p.EmailID),
+		"cursor_created_at": nil, "cursor_id": nil, "limit": p.Limit + 1,
+	}
+	if p.After != nil {
+		args["cursor_created_at"], args["cursor_id"] = p.After.CreatedAt, p.After.ID
+	}
+	rows, err := s.db.Query(ctx, s.q.EventList, args)
+	if err != nil {
+		return nil, false, fmt.Errorf("listing events: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByName[Event])
+	if err != nil {
+		return nil, false, fmt.Errorf("listing events: %w", err)
+	}
+	more := len(list) > p.Limit
+	if more {
+		list = list[:p.Limit]
+	}
+	return list, more, nil
+}
+
+func nilIfEmpty(a []Address) any {
+	if len(a) == 0 {
+		return nil
+	}
+	return a
+}
+
+func nilIfEmptyMap(m map[string]string) any {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+func rawOrNil(r json.RawMessage) any {
+	if len(r) == 0 || string(r) == "null" {
+		return nil
+	}
+	return r
+}
