@@ -92,7 +92,9 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	}
 
 	if work {
-		if err := client.Start(ctx); err != nil {
+		// Not ctx: cancelling River's start context cancels running jobs,
+		// and a signal must let in-flight sends finish (Stop, below).
+		if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("starting workers: %w", err)
 		}
 		stops = append(stops, func(sctx context.Context) error {
