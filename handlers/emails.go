@@ -60,6 +60,7 @@ func emailInsertParams(pr *principal, q *store.Queue, req *oas.EmailRequest) (*s
 		Bcc:             addressesFromAPI(req.Bcc),
 		MessageIDDomain: domainOf(req.From.Email),
 		Priority:        int16(req.Priority.Or(int(q.Priority))),
+		Sandbox:         pr.sandbox,
 	}
 	if v, ok := req.ReplyTo.Get(); ok {
 		s := formatAddress(v)

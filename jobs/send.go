@@ -120,6 +120,17 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		return nil // cancelled between the read and now
 	}
 
+	if e.Sandbox {
+		// Sandbox email runs the whole pipeline but never reaches SMTP
+		// (DESIGN.md, decision 9).
+		sentAt := w.now()
+		_, err := w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+			ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusSent, Event: "sent",
+			Data: map[string]any{"sandbox": true, "attempt": job.Attempt}, SentAt: &sentAt, At: sentAt,
+		})
+		return err
+	}
+
 	srv := w.DefaultServer
 	msg, err := message(&e.Email)
 	if err != nil {

@@ -50,6 +50,7 @@ type Email struct {
 	Headers     map[string]string `db:"headers"`
 	Metadata    json.RawMessage   `db:"metadata"`
 	Status      string            `db:"status"`
+	Sandbox     bool              `db:"sandbox"`
 	Priority    int16             `db:"priority"`
 	RetryCount  int16             `db:"retry_count"`
 	MaxRetries  int16             `db:"max_retries"`
@@ -84,6 +85,7 @@ type EmailInsertParams struct {
 	Personalizations json.RawMessage
 	Metadata         json.RawMessage
 	Priority         int16
+	Sandbox          bool
 	ScheduledAt      *time.Time
 	ExpiresAt        *time.Time
 }
@@ -104,7 +106,7 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 			BatchID: p.BatchID, MessageID: id.String() + "@" + p.MessageIDDomain,
 			FromAddress: p.From.Email, To: p.To, Cc: p.Cc, Bcc: p.Bcc, ReplyTo: p.ReplyTo,
 			Subject: p.Subject, HTML: p.HTML, Text: p.Text, Headers: p.Headers, Metadata: p.Metadata,
-			Status: StatusQueued, Priority: p.Priority, MaxRetries: p.Queue.MaxRetries,
+			Status: StatusQueued, Sandbox: p.Sandbox, Priority: p.Priority, MaxRetries: p.Queue.MaxRetries,
 			ScheduledAt: p.ScheduledAt, ExpiresAt: p.ExpiresAt, UpdatedAt: createdAt,
 			RetryDelay: p.Queue.RetryDelay,
 		}
@@ -118,7 +120,7 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 			"cc": nilIfEmpty(e.Cc), "bcc": nilIfEmpty(e.Bcc), "reply_to": e.ReplyTo,
 			"subject": e.Subject, "html_body": e.HTML, "text_body": e.Text,
 			"headers": nilIfEmptyMap(e.Headers), "personalization_data": rawOrNil(p.Personalizations),
-			"metadata": rawOrNil(e.Metadata), "priority": e.Priority, "max_retries": e.MaxRetries,
+			"metadata": rawOrNil(e.Metadata), "sandbox": e.Sandbox, "priority": e.Priority, "max_retries": e.MaxRetries,
 			"scheduled_at": e.ScheduledAt, "expires_at": e.ExpiresAt,
 		})
 		if err != nil {

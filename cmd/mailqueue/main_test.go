@@ -525,3 +525,45 @@ func (b *syncBuffer) String() string {
 }
 
 var _ io.Writer = (*syncBuffer)(nil)
+
+// TestSandboxNeverOpensSMTP sends with a sandbox app's mq_test_ key: the
+// email goes through the whole pipeline to "sent", and the SMTP server is
+// never even connected to.
+func TestSandboxNeverOpensSMTP(t *testing.T) {
+	t.Parallel()
+	sink := startSink(t, smtpsink.Options{})
+	e := newEnv(t, sink.Addr())
+	p := e.start("all")
+	admin, err := oas.NewClient(p.url, security{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	created, err := admin.CreateApp(ctx, &oas.AppCreate{Name: "Sandbox", SandboxMode: oas.NewOptBool(true)}, oas.CreateAppParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(created.APIKey.Key, "mq_test_") {
+		t.Fatalf("sandbox app key %q does not start with mq_test_", created.APIKey.Key)
+	}
+	c, err := oas.NewClient(p.url, security{key: created.APIKey.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.CreateEmail(ctx, emailTo("someone@example.com", "sandboxed"), oas.CreateEmailParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, c, a.ID, oas.EmailStatusSent, 15*time.Second)
+	events, err := c.ListEmailEvents(ctx, oas.ListEmailEventsParams{EmailId: a.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := events.Data[len(events.Data)-1]
+	if last.Type != oas.EmailEventTypeSent || string(last.Data.Value["sandbox"]) != "true" {
+		t.Errorf("last event = %s %v, want sent with sandbox=true", last.Type, last.Data.Value)
+	}
+	if st := sink.Stats(); st.Connections != 0 || st.Messages != 0 {
+		t.Fatalf("sandbox email reached the SMTP server: %+v", st)
+	}
+}

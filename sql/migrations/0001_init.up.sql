@@ -131,6 +131,8 @@ CREATE TABLE emails (
     personalization_data jsonb,
     metadata             jsonb,
     status               email_status NOT NULL DEFAULT 'queued',
+    -- Accepted from a sandbox app or with an mq_test_ key: never sent over SMTP.
+    sandbox              boolean NOT NULL DEFAULT false,
     priority             smallint NOT NULL CHECK (priority BETWEEN 1 AND 10),
     retry_count          smallint NOT NULL DEFAULT 0,
     max_retries          smallint NOT NULL,

@@ -5,11 +5,11 @@
 -- name: EmailInsert
 INSERT INTO emails (id, created_at, app_id, queue_id, batch_id, idempotency_key, message_id,
                     from_address, from_name, to_addresses, cc, bcc, reply_to, subject, html_body,
-                    text_body, headers, personalization_data, metadata, status, priority,
+                    text_body, headers, personalization_data, metadata, status, sandbox, priority,
                     max_retries, scheduled_at, expires_at, updated_at)
 VALUES (@id, @created_at, @app_id, @queue_id, @batch_id, @idempotency_key, @message_id,
         @from_address, @from_name, @to_addresses, @cc, @bcc, @reply_to, @subject, @html_body,
-        @text_body, @headers, @personalization_data, @metadata, 'queued', @priority,
+        @text_body, @headers, @personalization_data, @metadata, 'queued', @sandbox, @priority,
         @max_retries, @scheduled_at, @expires_at, @created_at);
 
 -- name: EmailSetJob
@@ -18,7 +18,7 @@ UPDATE emails SET job_id = @job_id WHERE id = @id AND created_at = @created_at;
 -- name: EmailGet
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
-       e.html_body, e.text_body, e.headers, e.metadata, e.status, e.priority, e.retry_count,
+       e.html_body, e.text_body, e.headers, e.metadata, e.status, e.sandbox, e.priority, e.retry_count,
        e.max_retries, e.last_error, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
        e.delivered_at, e.updated_at,
        j.scheduled_at AS job_scheduled_at, j.attempt AS job_attempt
@@ -32,7 +32,7 @@ WHERE e.app_id = @app_id AND e.id = @id AND e.created_at = @created_at;
 -- filter: the job itself was created for this email by the API.
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
-       e.html_body, e.text_body, e.headers, e.metadata, e.status, e.priority, e.retry_count,
+       e.html_body, e.text_body, e.headers, e.metadata, e.status, e.sandbox, e.priority, e.retry_count,
        e.max_retries, e.last_error, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
        e.delivered_at, e.updated_at,
        NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt,
@@ -46,7 +46,7 @@ WHERE e.id = @id AND e.created_at = @created_at;
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
        NULL::text AS html_body, NULL::text AS text_body, e.headers, e.metadata, e.status,
-       e.priority, e.retry_count, e.max_retries, e.last_error, e.job_id, e.scheduled_at,
+       e.sandbox, e.priority, e.retry_count, e.max_retries, e.last_error, e.job_id, e.scheduled_at,
        e.expires_at, e.sent_at, e.delivered_at, e.updated_at,
        NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt
 FROM emails e
