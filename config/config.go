@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -33,6 +34,14 @@ type Config struct {
 	AdminSecret string `envconfig:"ADMIN_SECRET"`
 	// EncryptionKey is base64 of 32 bytes; it encrypts secrets at rest.
 	EncryptionKey string `envconfig:"ENCRYPTION_KEY"`
+	// EncryptionKeysPrevious are earlier encryption keys (base64, comma
+	// separated), still able to open secrets sealed before a rotation.
+	EncryptionKeysPrevious []string `envconfig:"ENCRYPTION_KEYS_PREVIOUS"`
+	// TrustedProxies are CIDRs whose X-Forwarded-For is believed when
+	// finding a client's address (for IP allowlists and the audit log).
+	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
+	// APIKeyGracePeriod is how long a rotated key keeps working by default.
+	APIKeyGracePeriod time.Duration `envconfig:"API_KEY_GRACE_PERIOD" default:"24h"`
 	// DefaultSMTPURL is where email goes when its queue has no SMTP config.
 	DefaultSMTPURL string `envconfig:"DEFAULT_SMTP_URL" default:"smtp://127.0.0.1:1025"`
 	// DefaultSMTPPoolSize is how many connections the default SMTP server gets.
@@ -53,12 +62,16 @@ type Config struct {
 	// JobRescueAfter is how long a job may sit in "running" after its
 	// process died before another worker takes it over.
 	JobRescueAfter time.Duration `envconfig:"JOB_RESCUE_AFTER" default:"10m"`
-	// MaxBodyBytes caps a single request body (413 above it).
+	// MaxBodyBytes caps a request body (413 above it).
 	MaxBodyBytes int64 `envconfig:"MAX_BODY_BYTES" default:"1048576"`
+	// MaxBatchBodyBytes caps the body of POST /v1/emails/batch.
+	MaxBatchBodyBytes int64 `envconfig:"MAX_BATCH_BODY_BYTES" default:"10485760"`
 	// DBMaxConns caps the PostgreSQL pool of one process.
 	DBMaxConns int32 `envconfig:"DB_MAX_CONNS" default:"20"`
 
-	encryptionKey []byte
+	encryptionKey  []byte
+	previousKeys   [][]byte
+	trustedProxies []netip.Prefix
 }
 
 // Load reads the configuration from the environment. It resolves X_FILE
@@ -154,17 +167,47 @@ func (c *Config) validate() error {
 		}
 		c.encryptionKey = k
 	}
+	for i, s := range c.EncryptionKeysPrevious {
+		k, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(k) != 32 {
+			bad("ENCRYPTION_KEYS_PREVIOUS", "key %d must be base64 of exactly 32 bytes", i+1)
+			continue
+		}
+		c.previousKeys = append(c.previousKeys, k)
+	}
+	for _, s := range c.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p, err = a.Prefix(a.BitLen())
+			}
+		}
+		if err != nil {
+			bad("TRUSTED_PROXIES", "%q is not a CIDR or IP address", s)
+			continue
+		}
+		c.trustedProxies = append(c.trustedProxies, p.Masked())
+	}
+	if c.MaxBatchBodyBytes < c.MaxBodyBytes {
+		bad("MAX_BATCH_BODY_BYTES", "must be at least MQ_MAX_BODY_BYTES")
+	}
+	if c.APIKeyGracePeriod < 0 {
+		bad("API_KEY_GRACE_PERIOD", "must not be negative")
+	}
 	return errors.Join(errs...)
 }
 
-// RequireServerSecrets checks the settings only the API server needs, so
-// `mailqueue migrate` and `mailqueue work` run without them.
-func (c *Config) RequireServerSecrets() error {
+// Require checks the settings that only some commands need: the API
+// (serve, all) needs the admin secret, and everything that reads or writes
+// stored secrets (serve, work, all) needs the encryption key. migrate and
+// inbound need neither.
+func (c *Config) Require(command string) error {
 	var errs []error
-	if len(c.AdminSecret) < 16 {
+	api := command == "serve" || command == "all"
+	if api && len(c.AdminSecret) < 16 {
 		errs = append(errs, errors.New("MQ_ADMIN_SECRET: must be set to at least 16 characters (generate one with: openssl rand -hex 24)"))
 	}
-	if c.encryptionKey == nil {
+	if (api || command == "work") && c.encryptionKey == nil {
 		errs = append(errs, errors.New("MQ_ENCRYPTION_KEY: must be set to base64 of 32 bytes (generate one with: openssl rand -base64 32)"))
 	}
 	return errors.Join(errs...)
@@ -172,6 +215,12 @@ func (c *Config) RequireServerSecrets() error {
 
 // EncryptionKeyBytes returns the decoded MQ_ENCRYPTION_KEY, or nil if unset.
 func (c *Config) EncryptionKeyBytes() []byte { return c.encryptionKey }
+
+// PreviousEncryptionKeys returns the decoded MQ_ENCRYPTION_KEYS_PREVIOUS.
+func (c *Config) PreviousEncryptionKeys() [][]byte { return c.previousKeys }
+
+// TrustedProxyPrefixes returns the parsed MQ_TRUSTED_PROXIES.
+func (c *Config) TrustedProxyPrefixes() []netip.Prefix { return c.trustedProxies }
 
 // SMTPURL is a parsed smtp:// or smtps:// address.
 type SMTPURL struct {

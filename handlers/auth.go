@@ -27,6 +27,14 @@ type principal struct {
 
 type principalKey struct{}
 
+type adminKey struct{}
+
+// isAdmin reports whether the request authenticated with the admin secret.
+func isAdmin(ctx context.Context) bool {
+	v, _ := ctx.Value(adminKey{}).(bool)
+	return v
+}
+
 // appPrincipal returns the app a request authenticated as. Every operation
 // that calls it is declared with apiKey security, so ogen has already run
 // HandleApiKey; a missing principal is a programming error, answered 401.
@@ -44,7 +52,7 @@ func (h *Handler) HandleAdminSecret(ctx context.Context, _ oas.OperationName, t 
 	if !h.isAdminSecret(t.Token) {
 		return ctx, unauthorized("this endpoint needs the admin secret")
 	}
-	return ctx, nil
+	return context.WithValue(ctx, adminKey{}, true), nil
 }
 
 func (h *Handler) isAdminSecret(token string) bool {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mailqueue/mailqueue/config"
 	"github.com/mailqueue/mailqueue/oas"
+	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
 )
 
@@ -44,6 +45,7 @@ type Handler struct {
 	cursors     *cursors
 	keys        *keyCache
 	adminDigest [32]byte
+	box         *secret.Box
 }
 
 // Deps are what the API needs from the process that runs it.
@@ -52,6 +54,7 @@ type Deps struct {
 	Store   *store.Store
 	Redis   redis.UniversalClient
 	River   *river.Client[pgx.Tx] // for the River UI
+	Box     *secret.Box           // seals stored secrets (SMTP passwords)
 	Logger  *slog.Logger
 	Version string
 }
@@ -60,8 +63,9 @@ type Deps struct {
 // and the River UI at /riverui/ behind the admin secret. The River UI runs
 // background work until ctx ends.
 func New(ctx context.Context, d Deps) (http.Handler, error) {
+	logger := slog.New(requestLogHandler{d.Logger.Handler()})
 	h := &Handler{
-		cfg: d.Config, store: d.Store, redis: d.Redis, logger: d.Logger, version: d.Version,
+		cfg: d.Config, store: d.Store, redis: d.Redis, logger: logger, version: d.Version, box: d.Box,
 		started:     time.Now(),
 		cursors:     newCursors(append([]byte(d.Config.AdminSecret), d.Config.EncryptionKeyBytes()...)),
 		keys:        newKeyCache(d.Store, time.Second),
@@ -92,5 +96,8 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		mux.Handle("/riverui/", h.requireAdmin(ui))
 		mux.Handle("/riverui", http.RedirectHandler("/riverui/", http.StatusMovedPermanently))
 	}
-	return withRequest(mux, d.Config.MaxBodyBytes, d.Logger), nil
+	return withRequest(mux, &transport{
+		maxBody: d.Config.MaxBodyBytes, maxBatchBody: d.Config.MaxBatchBodyBytes,
+		trustedProxies: d.Config.TrustedProxyPrefixes(), logger: d.Logger,
+	}), nil
 }

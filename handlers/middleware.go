@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -60,22 +62,76 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// withRequest gives every request an id (echoed in X-Request-Id and every
-// error body), caps its body, and logs it once when it ends.
-func withRequest(next http.Handler, maxBody int64, logger *slog.Logger) http.Handler {
+// transport are the HTTP-level settings of withRequest.
+type transport struct {
+	maxBody        int64
+	maxBatchBody   int64
+	trustedProxies []netip.Prefix
+	logger         *slog.Logger
+}
+
+// clientIP is the request's peer address, or, when the peer is a trusted
+// proxy, the right-most X-Forwarded-For address that is not itself a
+// trusted proxy (the left-most entries are whatever the client claimed).
+func (t *transport) clientIP(r *http.Request) net.IP {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return nil
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil
+	}
+	peer = peer.Unmap()
+	if !t.trusted(peer) {
+		return net.IP(peer.AsSlice())
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // a malformed hop: stop believing the chain
+		}
+		a = a.Unmap()
+		if !t.trusted(a) {
+			return net.IP(a.AsSlice())
+		}
+		peer = a
+	}
+	return net.IP(peer.AsSlice())
+}
+
+func (t *transport) trusted(a netip.Addr) bool {
+	for _, p := range t.trustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// withRequest gives every request an id (echoed in X-Request-Id, every
+// error body and every log line made with the request's context), finds
+// the client's address, caps the body, and logs the request when it ends.
+func withRequest(next http.Handler, t *transport) http.Handler {
+	logger := t.logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-Id")
 		if !requestIDPattern.MatchString(id) {
 			id = newRequestID()
 		}
-		ri := &requestInfo{ID: id, UserAgent: r.UserAgent()}
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			ri.IP = net.ParseIP(host)
-		}
+		ri := &requestInfo{ID: id, UserAgent: r.UserAgent(), IP: t.clientIP(r)}
 		w.Header().Set("X-Request-Id", id)
 		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+			limit := t.maxBody
+			if r.URL.Path == "/v1/emails/batch" {
+				limit = t.maxBatchBody
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, ri)))
@@ -88,4 +144,23 @@ func withRequest(next http.Handler, maxBody int64, logger *slog.Logger) http.Han
 			slog.String("path", r.URL.Path), slog.Int("status", rec.status),
 			slog.Duration("duration", time.Since(start)))
 	})
+}
+
+// requestLogHandler adds the request id to every record logged with a
+// request's context, so one id finds all the lines of one request.
+type requestLogHandler struct{ slog.Handler }
+
+func (h requestLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if ri, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		r.AddAttrs(slog.String("request_id", ri.ID))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestLogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return requestLogHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h requestLogHandler) WithGroup(name string) slog.Handler {
+	return requestLogHandler{h.Handler.WithGroup(name)}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
 )
 
@@ -64,6 +65,7 @@ type SendWorker struct {
 
 	Store         *store.Store
 	Sender        Sender
+	Box           *secret.Box // opens SMTP config passwords
 	DefaultServer mail.Server
 	Logger        *slog.Logger
 	Now           func() time.Time

@@ -9,6 +9,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// apiKeyQueries are the statements of sql/queries/api_keys.sql.
+type apiKeyQueries struct {
+	APIKeyInsert    string
+	APIKeyGetByHash string
+	APIKeyTouch     string
+}
+
 // APIKey is an app's credential as stored: everything but the key itself,
 // of which only a SHA-256 digest and the last four characters are kept.
 type APIKey struct {

@@ -8,6 +8,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// appQueries are the statements of sql/queries/apps.sql.
+type appQueries struct {
+	AppInsert string
+	AppGet    string
+}
+
 // App is a tenant: an application that sends email through Mail Queue.
 type App struct {
 	ID           uuid.UUID   `db:"id"`

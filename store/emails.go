@@ -10,6 +10,22 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// emailQueries are the statements of sql/queries/emails.sql.
+type emailQueries struct {
+	EmailInsert     string
+	EmailGet        string
+	EmailGetForSend string
+	EmailList       string
+	EmailTransition string
+	EmailSetJob     string
+}
+
+// eventQueries are the statements of sql/queries/email_events.sql.
+type eventQueries struct {
+	EventInsert string
+	EventList   string
+}
+
 // Email statuses, as the email_status enum holds them.
 const (
 	StatusQueued     = "queued"

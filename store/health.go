@@ -7,6 +7,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// healthQueries are the statements of sql/queries/health.sql.
+type healthQueries struct {
+	HealthCounts string
+}
+
 // HealthCounts are whole-service numbers for the detailed health check.
 type HealthCounts struct {
 	Pending int64 `db:"pending"`

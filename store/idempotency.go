@@ -10,6 +10,14 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// idempotencyQueries are the statements of sql/queries/idempotency.sql.
+type idempotencyQueries struct {
+	IdempotencyLock      string
+	IdempotencyGet       string
+	IdempotencyInsert    string
+	IdempotencyDeleteOld string
+}
+
 // ErrIdempotencyInFlight means another request with the same key is being
 // processed right now (answer 409).
 var ErrIdempotencyInFlight = errors.New("a request with this Idempotency-Key is in progress")

@@ -11,30 +11,18 @@ import (
 )
 
 // queries holds every statement the store runs, loaded by name from
-// sql/queries/*.sql. Each field's name is the "-- name:" of its block, so a
+// sql/queries/*.sql. It embeds one struct per table, declared beside that
+// table's methods; each field's name is the "-- name:" of its block, so a
 // missing or misspelt query fails at start-up, not on first use.
 type queries struct {
-	AppInsert            string
-	AppGet               string
-	APIKeyInsert         string
-	APIKeyGetByHash      string
-	APIKeyTouch          string
-	QueueInsert          string
-	QueueGet             string
-	QueueGetByName       string
-	EmailInsert          string
-	EmailGet             string
-	EmailGetForSend      string
-	EmailList            string
-	EmailTransition      string
-	EmailSetJob          string
-	EventInsert          string
-	EventList            string
-	IdempotencyLock      string
-	IdempotencyGet       string
-	IdempotencyInsert    string
-	IdempotencyDeleteOld string
-	HealthCounts         string
+	appQueries
+	apiKeyQueries
+	queueQueries
+	emailQueries
+	eventQueries
+	idempotencyQueries
+	healthQueries
+	auditQueries
 }
 
 // loadQueries parses the named blocks of every file in fsys and fills q.
@@ -88,20 +76,34 @@ func loadQueries(fsys fs.FS) (*queries, error) {
 	}
 
 	q := &queries{}
-	v := reflect.ValueOf(q).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		field := v.Type().Field(i).Name
-		text, ok := blocks[field]
-		if !ok {
-			return nil, fmt.Errorf("query %s is missing from sql/queries", field)
-		}
-		v.Field(i).SetString(text)
-		delete(blocks, field)
+	if err := fillQueries(reflect.ValueOf(q).Elem(), blocks); err != nil {
+		return nil, err
 	}
 	for name := range blocks {
 		return nil, fmt.Errorf("query %s in sql/queries is not used by the store", name)
 	}
 	return q, nil
+}
+
+// fillQueries sets each string field of v (recursing into embedded structs)
+// to its named block, removing used blocks from the map.
+func fillQueries(v reflect.Value, blocks map[string]string) error {
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Type().Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			if err := fillQueries(v.Field(i), blocks); err != nil {
+				return err
+			}
+			continue
+		}
+		text, ok := blocks[f.Name]
+		if !ok {
+			return fmt.Errorf("query %s is missing from sql/queries", f.Name)
+		}
+		v.Field(i).SetString(text)
+		delete(blocks, f.Name)
+	}
+	return nil
 }
 
 func mustLoadQueries() *queries {

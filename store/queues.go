@@ -10,6 +10,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// queueQueries are the statements of sql/queries/queues.sql.
+type queueQueries struct {
+	QueueInsert    string
+	QueueGet       string
+	QueueGetByName string
+}
+
 // DefaultQueueName is the queue every app gets at creation, used when an
 // email names none.
 const DefaultQueueName = "default"

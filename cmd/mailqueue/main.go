@@ -65,8 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	cfg, err := config.Load()
-	if err == nil && (cmd == "serve" || cmd == "all") {
-		err = cfg.RequireServerSecrets()
+	if err == nil {
+		err = cfg.Require(cmd)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "mailqueue: bad configuration:\n%v\n", indent(err))

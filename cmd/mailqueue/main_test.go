@@ -427,6 +427,7 @@ func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	dbURL := testenv.DatabaseURL(t)
 	empty := testenv.EmptyDatabaseURL(t)
+	key := "MQ_ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(make([]byte, 32))
 	cases := []struct {
 		name     string
 		args     []string
@@ -437,11 +438,12 @@ func TestConfigErrors(t *testing.T) {
 		{"no command", nil, nil, 2, "Usage"},
 		{"unknown command", []string{"launch"}, nil, 2, `unknown command "launch"`},
 		{"bad encryption key", []string{"serve"}, []string{"MQ_ENCRYPTION_KEY=short", "MQ_ADMIN_SECRET=" + adminSecret}, 2, "MQ_ENCRYPTION_KEY"},
-		{"missing admin secret", []string{"serve"}, []string{"MQ_ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(make([]byte, 32))}, 2, "MQ_ADMIN_SECRET"},
+		{"missing admin secret", []string{"serve"}, []string{key}, 2, "MQ_ADMIN_SECRET"},
+		{"worker without encryption key", []string{"work"}, nil, 2, "MQ_ENCRYPTION_KEY"},
 		{"bad smtp url", []string{"work"}, []string{"MQ_DEFAULT_SMTP_URL=http://x"}, 2, "MQ_DEFAULT_SMTP_URL"},
 		{"bad http addr", []string{"work"}, []string{"MQ_HTTP_ADDR=nonsense"}, 2, "MQ_HTTP_ADDR"},
-		{"database unreachable", []string{"work"}, []string{"MQ_DATABASE_URL=postgres://postgres@127.0.0.1:1/none?connect_timeout=2"}, 1, "connecting to PostgreSQL"},
-		{"not migrated", []string{"work"}, []string{"MQ_DATABASE_URL=" + empty}, 1, "mailqueue migrate"},
+		{"database unreachable", []string{"work"}, []string{key, "MQ_DATABASE_URL=postgres://postgres@127.0.0.1:1/none?connect_timeout=2"}, 1, "connecting to PostgreSQL"},
+		{"not migrated", []string{"work"}, []string{key, "MQ_DATABASE_URL=" + empty}, 1, "mailqueue migrate"},
 		{"version", []string{"version"}, nil, 0, "dev"},
 	}
 	for _, tc := range cases {

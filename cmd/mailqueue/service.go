@@ -20,6 +20,7 @@ import (
 	"github.com/mailqueue/mailqueue/jobs"
 	"github.com/mailqueue/mailqueue/mail"
 	"github.com/mailqueue/mailqueue/ratelimit"
+	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
 )
 
@@ -51,6 +52,13 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	redis := ratelimit.NewClient(cfg.RedisAddrs)
 	defer redis.Close()
 
+	var box *secret.Box
+	if key := cfg.EncryptionKeyBytes(); key != nil {
+		if box, err = secret.NewBox(key, cfg.PreviousEncryptionKeys()...); err != nil {
+			return fmt.Errorf("MQ_ENCRYPTION_KEY: %w", err)
+		}
+	}
+
 	// The River client inserts jobs for the API and, in worker processes,
 	// also runs them. One client serves both in `all`.
 	enqueuer := &lateEnqueuer{}
@@ -66,7 +74,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		}
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &jobs.SendWorker{
-			Store: st, Sender: jobs.PoolSender{Pools: pools}, DefaultServer: defaultServer, Logger: logger,
+			Store: st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})
@@ -126,7 +134,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		uiCtx, cancelUI := context.WithCancel(context.Background())
 		defer cancelUI()
 		h, err := handlers.New(uiCtx, handlers.Deps{
-			Config: cfg, Store: st, Redis: redis, River: client, Logger: logger, Version: version,
+			Config: cfg, Store: st, Redis: redis, River: client, Box: box, Logger: logger, Version: version,
 		})
 		if err != nil {
 			_ = stopAll()

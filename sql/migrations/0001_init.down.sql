@@ -1,5 +1,5 @@
 -- Reverses 0001_init. Destroys all data; for development only.
-DROP TABLE IF EXISTS gdpr_requests, idempotency_keys, app_reputation, audit_logs, users,
+DROP TABLE IF EXISTS gdpr_requests, idempotency_keys, app_usage, app_reputation, audit_logs, users,
     tracking_links, scheduled_jobs, webhook_deliveries, suppression_list, email_events,
     emails, queues, api_keys, smtp_configs, apps CASCADE;
 DROP FUNCTION IF EXISTS audit_logs_append_only();

@@ -81,6 +81,7 @@ CREATE TABLE api_keys (
     expires_at       timestamptz,
     -- Set on the old key when it is rotated: it keeps working until then.
     grace_expires_at timestamptz,
+    replaced_by      uuid REFERENCES api_keys (id),
     is_active        boolean NOT NULL DEFAULT true,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now()
@@ -103,8 +104,10 @@ CREATE TABLE queues (
     settings       jsonb NOT NULL DEFAULT '{}',
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (app_id, name)
+    -- Queues are soft-deleted: their emails keep pointing at them.
+    deleted_at     timestamptz
 );
+CREATE UNIQUE INDEX queues_app_name_idx ON queues (app_id, name) WHERE deleted_at IS NULL;
 
 -- No foreign keys point into the partitioned tables: a partition must be
 -- droppable on its own schedule (retention), so the references from events,
@@ -282,6 +285,16 @@ CREATE TABLE app_reputation (
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX app_reputation_app_idx ON app_reputation (app_id);
+
+-- Emails accepted per app per day and per month (UTC), for daily_limit and
+-- monthly_limit. Only apps with a limit write here.
+CREATE TABLE app_usage (
+    app_id       uuid NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
+    period       varchar(5) NOT NULL CHECK (period IN ('day', 'month')),
+    period_start date NOT NULL,
+    count        bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (app_id, period, period_start)
+);
 
 -- Stripe-style idempotency (DESIGN.md, decision 3): the first response to a
 -- key is stored with a hash of its request and replayed for 24 hours.

@@ -14,10 +14,10 @@ RETURNING id, app_id, name, priority, rate_limit, max_retries, retry_delay, smtp
 SELECT id, app_id, name, priority, rate_limit, max_retries, retry_delay, smtp_config_id,
        is_paused, is_draining, settings, created_at, updated_at
 FROM queues
-WHERE app_id = @app_id AND id = @id;
+WHERE app_id = @app_id AND id = @id AND deleted_at IS NULL;
 
 -- name: QueueGetByName
 SELECT id, app_id, name, priority, rate_limit, max_retries, retry_delay, smtp_config_id,
        is_paused, is_draining, settings, created_at, updated_at
 FROM queues
-WHERE app_id = @app_id AND name = @name;
+WHERE app_id = @app_id AND name = @name AND deleted_at IS NULL;
