@@ -57,7 +57,7 @@ func (h *Handler) CreateApp(ctx context.Context, req *oas.AppCreate, params oas.
 	}
 
 	// Admin requests have no app yet: their idempotency keys live under the nil UUID.
-	return idempotent(ctx, h.store, uuid.Nil, params.IdempotencyKey, "createApp", req, http.StatusCreated,
+	return idempotent(ctx, h, uuid.Nil, params.IdempotencyKey, "createApp", req, http.StatusCreated,
 		func(tx *store.Store) (*oas.AppCreated, error) {
 			app, err := tx.AppInsert(ctx, p)
 			if err != nil {

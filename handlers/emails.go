@@ -40,7 +40,7 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 	if err != nil {
 		return nil, err
 	}
-	return idempotent(ctx, h.store, pr.appID, params.IdempotencyKey, "createEmail", req, http.StatusAccepted,
+	return idempotent(ctx, h, pr.appID, params.IdempotencyKey, "createEmail", req, http.StatusAccepted,
 		func(tx *store.Store) (*oas.EmailAccepted, error) {
 			e, err := tx.EmailInsert(ctx, p)
 			if err != nil {

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -22,17 +23,18 @@ type jsonBody interface {
 // replays the first response; with a different body it is refused (422);
 // while the first request is still running, a duplicate gets 409. The
 // stored response commits with the work, so there is never a key without
-// its result or a result without its key. Without a key, create just runs
+// its result or a result without its key. It is stored sealed, because some
+// responses carry a secret shown only once. Without a key, create just runs
 // in a transaction.
 func idempotent[T any, PT interface {
 	*T
 	jsonBody
 	json.Unmarshaler
-}](ctx context.Context, s *store.Store, appID uuid.UUID, key oas.OptString, operation string, req jsonBody, status int, create func(tx *store.Store) (PT, error)) (PT, error) {
+}](ctx context.Context, h *Handler, appID uuid.UUID, key oas.OptString, operation string, req jsonBody, status int, create func(tx *store.Store) (PT, error)) (PT, error) {
 	k, has := key.Get()
 	if !has {
 		var out PT
-		err := s.Tx(ctx, func(tx *store.Store) error {
+		err := h.store.Tx(ctx, func(tx *store.Store) error {
 			var err error
 			out, err = create(tx)
 			return err
@@ -42,24 +44,32 @@ func idempotent[T any, PT interface {
 	if k == "" {
 		return nil, invalid("Idempotency-Key", "Idempotency-Key must not be empty")
 	}
-	body, err := req.MarshalJSON()
+	sum, err := requestFingerprint(req)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(body)
+	// The seal is bound to the tenant and key: a stored response cannot be
+	// replayed under another.
+	sealContext := "idempotency:" + appID.String() + ":" + k
 	var out PT
-	err = s.Tx(ctx, func(tx *store.Store) error {
-		stored, err := tx.IdempotencyBegin(ctx, appID, k, operation, sum[:])
+	err = h.store.Tx(ctx, func(tx *store.Store) error {
+		stored, err := tx.IdempotencyBegin(ctx, appID, k, operation, sum)
 		switch {
 		case errors.Is(err, store.ErrIdempotencyInFlight):
 			return conflict("idempotency_in_progress", "a request with this Idempotency-Key is still being processed; retry shortly")
 		case errors.Is(err, store.ErrIdempotencyMismatch):
-			return invalid("Idempotency-Key", "this Idempotency-Key was already used with a different request body")
+			e := invalid("Idempotency-Key", "this Idempotency-Key was already used with a different request body")
+			e.code = "idempotency_mismatch"
+			return e
 		case err != nil:
 			return err
 		case stored != nil:
+			body, err := h.box.Open(stored.Body, stored.KeyID, sealContext)
+			if err != nil {
+				return err
+			}
 			out = new(T)
-			return out.UnmarshalJSON(stored.Body)
+			return out.UnmarshalJSON(body)
 		}
 		if out, err = create(tx); err != nil {
 			return err
@@ -68,7 +78,31 @@ func idempotent[T any, PT interface {
 		if err != nil {
 			return err
 		}
-		return tx.IdempotencySave(ctx, appID, k, operation, sum[:], status, resp)
+		sealed, keyID := h.box.Seal(resp, sealContext)
+		return tx.IdempotencySave(ctx, appID, k, operation, sum, &store.StoredResponse{StatusCode: status, Body: sealed, KeyID: keyID})
 	})
 	return out, err
+}
+
+// requestFingerprint hashes a request in a canonical form. The generated
+// encoder writes JSON objects in Go map order, which varies between runs,
+// so the encoding is decoded and re-encoded with sorted keys first:
+// identical requests always hash the same.
+func requestFingerprint(req jsonBody) ([]byte, error) {
+	raw, err := req.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // keep large integers exact
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	canonical, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(canonical)
+	return sum[:], nil
 }

@@ -54,12 +54,12 @@ func (h *Handler) CreateQueue(ctx context.Context, req *oas.QueueCreate, params 
 			UncertainPolicy:       string(s.UncertainPolicy.Or("")),
 		}
 	}
-	return idempotent(ctx, h.store, pr.appID, params.IdempotencyKey, "createQueue", req, http.StatusCreated,
+	return idempotent(ctx, h, pr.appID, params.IdempotencyKey, "createQueue", req, http.StatusCreated,
 		func(tx *store.Store) (*oas.Queue, error) {
 			q, err := tx.QueueInsert(ctx, p)
 			switch {
 			case errors.Is(err, store.ErrConflict):
-				return nil, conflict("queue_exists", "a queue named %q already exists", req.Name)
+				return nil, conflict("already_exists", "a queue named %q already exists", req.Name)
 			case errors.Is(err, store.ErrNotFound):
 				return nil, invalid("smtp_config_id", "smtp_config_id does not name one of your SMTP configs")
 			case err != nil:

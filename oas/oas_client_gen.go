@@ -195,8 +195,9 @@ type EmailsInvoker interface {
 	// Validates and queues one email for delivery and answers 202 with its id and status. Recipients on a
 	// suppression list are not sent to and are reported with result `suppressed` (if every recipient is
 	// suppressed the email is still accepted with status `cancelled`). Scope `email:send`. Errors: 422
-	// `validation_failed` with `field` (e.g. `to[0].email`), 404 unknown `queue`, 409 queue draining or
-	// idempotency conflict, 413 body too large, 429 rate limit or quota exceeded.
+	// `validation_failed` with `field` (e.g. `to[0].email`), 422 `validation_failed` with `field` `queue`
+	// for an unknown queue, 409 queue draining or idempotency key in progress, 413 body too large, 429
+	// rate limit or quota exceeded.
 	//
 	// POST /v1/emails
 	CreateEmail(ctx context.Context, request *EmailRequest, params CreateEmailParams) (*EmailAccepted, error)
@@ -204,8 +205,8 @@ type EmailsInvoker interface {
 	//
 	// Queues up to 10,000 emails sharing sender, subject and bodies; each recipient entry may override
 	// personalizations and metadata. Invalid entries are rejected individually (with their index) while
-	// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid, 404
-	// unknown `queue`, 413 body too large, 429 quota exceeded.
+	// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid or
+	// `queue` is unknown, 413 body too large, 429 quota exceeded.
 	//
 	// POST /v1/emails/batch
 	CreateEmailBatch(ctx context.Context, request *EmailBatchRequest, params CreateEmailBatchParams) (*EmailBatchAccepted, error)
@@ -428,7 +429,7 @@ type ScheduledJobsInvoker interface {
 	// CreateScheduledJob invokes createScheduledJob operation.
 	//
 	// Schedules `email_template` to be queued at every tick of `cron_expression` (5 fields, evaluated in
-	// `timezone`). Scope `email:send`. Errors: 404 unknown queue, 422 invalid cron expression, timezone or
+	// `timezone`). Scope `email:send`. Errors: 422 unknown queue, invalid cron expression, timezone or
 	// template.
 	//
 	// POST /v1/scheduled-jobs
@@ -1012,8 +1013,9 @@ func (c *Client) sendCreateApp(ctx context.Context, request *AppCreate, params C
 // Validates and queues one email for delivery and answers 202 with its id and status. Recipients on a
 // suppression list are not sent to and are reported with result `suppressed` (if every recipient is
 // suppressed the email is still accepted with status `cancelled`). Scope `email:send`. Errors: 422
-// `validation_failed` with `field` (e.g. `to[0].email`), 404 unknown `queue`, 409 queue draining or
-// idempotency conflict, 413 body too large, 429 rate limit or quota exceeded.
+// `validation_failed` with `field` (e.g. `to[0].email`), 422 `validation_failed` with `field` `queue`
+// for an unknown queue, 409 queue draining or idempotency key in progress, 413 body too large, 429
+// rate limit or quota exceeded.
 //
 // POST /v1/emails
 func (c *Client) CreateEmail(ctx context.Context, request *EmailRequest, params CreateEmailParams) (*EmailAccepted, error) {
@@ -1148,8 +1150,8 @@ func (c *Client) sendCreateEmail(ctx context.Context, request *EmailRequest, par
 //
 // Queues up to 10,000 emails sharing sender, subject and bodies; each recipient entry may override
 // personalizations and metadata. Invalid entries are rejected individually (with their index) while
-// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid, 404
-// unknown `queue`, 413 body too large, 429 quota exceeded.
+// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid or
+// `queue` is unknown, 413 body too large, 429 quota exceeded.
 //
 // POST /v1/emails/batch
 func (c *Client) CreateEmailBatch(ctx context.Context, request *EmailBatchRequest, params CreateEmailBatchParams) (*EmailBatchAccepted, error) {
@@ -1417,7 +1419,7 @@ func (c *Client) sendCreateQueue(ctx context.Context, request *QueueCreate, para
 // CreateScheduledJob invokes createScheduledJob operation.
 //
 // Schedules `email_template` to be queued at every tick of `cron_expression` (5 fields, evaluated in
-// `timezone`). Scope `email:send`. Errors: 404 unknown queue, 422 invalid cron expression, timezone or
+// `timezone`). Scope `email:send`. Errors: 422 unknown queue, invalid cron expression, timezone or
 // template.
 //
 // POST /v1/scheduled-jobs

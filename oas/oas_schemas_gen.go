@@ -3300,8 +3300,8 @@ func (s *Error) SetError(val ErrorDetail) {
 // Ref: #/components/schemas/ErrorDetail
 type ErrorDetail struct {
 	// Stable machine-readable code, e.g. `validation_failed`, `unauthorized`, `forbidden`, `not_found`,
-	// `invalid_state`, `already_exists`, `queue_draining`, `idempotency_conflict`, `payload_too_large`,
-	// `rate_limited`, `quota_exceeded`, `not_implemented`.
+	// `invalid_state`, `already_exists`, `queue_draining`, `idempotency_mismatch`,
+	// `idempotency_in_progress`, `payload_too_large`, `rate_limited`, `quota_exceeded`, `not_implemented`.
 	Code string `json:"code"`
 	// Human-readable explanation.
 	Message string `json:"message"`

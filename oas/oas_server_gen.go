@@ -178,8 +178,9 @@ type EmailsHandler interface {
 	// Validates and queues one email for delivery and answers 202 with its id and status. Recipients on a
 	// suppression list are not sent to and are reported with result `suppressed` (if every recipient is
 	// suppressed the email is still accepted with status `cancelled`). Scope `email:send`. Errors: 422
-	// `validation_failed` with `field` (e.g. `to[0].email`), 404 unknown `queue`, 409 queue draining or
-	// idempotency conflict, 413 body too large, 429 rate limit or quota exceeded.
+	// `validation_failed` with `field` (e.g. `to[0].email`), 422 `validation_failed` with `field` `queue`
+	// for an unknown queue, 409 queue draining or idempotency key in progress, 413 body too large, 429
+	// rate limit or quota exceeded.
 	//
 	// POST /v1/emails
 	CreateEmail(ctx context.Context, req *EmailRequest, params CreateEmailParams) (*EmailAccepted, error)
@@ -187,8 +188,8 @@ type EmailsHandler interface {
 	//
 	// Queues up to 10,000 emails sharing sender, subject and bodies; each recipient entry may override
 	// personalizations and metadata. Invalid entries are rejected individually (with their index) while
-	// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid, 404
-	// unknown `queue`, 413 body too large, 429 quota exceeded.
+	// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid or
+	// `queue` is unknown, 413 body too large, 429 quota exceeded.
 	//
 	// POST /v1/emails/batch
 	CreateEmailBatch(ctx context.Context, req *EmailBatchRequest, params CreateEmailBatchParams) (*EmailBatchAccepted, error)
@@ -411,7 +412,7 @@ type ScheduledJobsHandler interface {
 	// CreateScheduledJob implements createScheduledJob operation.
 	//
 	// Schedules `email_template` to be queued at every tick of `cron_expression` (5 fields, evaluated in
-	// `timezone`). Scope `email:send`. Errors: 404 unknown queue, 422 invalid cron expression, timezone or
+	// `timezone`). Scope `email:send`. Errors: 422 unknown queue, invalid cron expression, timezone or
 	// template.
 	//
 	// POST /v1/scheduled-jobs

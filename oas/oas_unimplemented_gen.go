@@ -49,8 +49,9 @@ func (UnimplementedHandler) CreateApp(ctx context.Context, req *AppCreate, param
 // Validates and queues one email for delivery and answers 202 with its id and status. Recipients on a
 // suppression list are not sent to and are reported with result `suppressed` (if every recipient is
 // suppressed the email is still accepted with status `cancelled`). Scope `email:send`. Errors: 422
-// `validation_failed` with `field` (e.g. `to[0].email`), 404 unknown `queue`, 409 queue draining or
-// idempotency conflict, 413 body too large, 429 rate limit or quota exceeded.
+// `validation_failed` with `field` (e.g. `to[0].email`), 422 `validation_failed` with `field` `queue`
+// for an unknown queue, 409 queue draining or idempotency key in progress, 413 body too large, 429
+// rate limit or quota exceeded.
 //
 // POST /v1/emails
 func (UnimplementedHandler) CreateEmail(ctx context.Context, req *EmailRequest, params CreateEmailParams) (r *EmailAccepted, _ error) {
@@ -61,8 +62,8 @@ func (UnimplementedHandler) CreateEmail(ctx context.Context, req *EmailRequest, 
 //
 // Queues up to 10,000 emails sharing sender, subject and bodies; each recipient entry may override
 // personalizations and metadata. Invalid entries are rejected individually (with their index) while
-// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid, 404
-// unknown `queue`, 413 body too large, 429 quota exceeded.
+// the valid ones are accepted. Scope `email:send`. Errors: 422 when the shared fields are invalid or
+// `queue` is unknown, 413 body too large, 429 quota exceeded.
 //
 // POST /v1/emails/batch
 func (UnimplementedHandler) CreateEmailBatch(ctx context.Context, req *EmailBatchRequest, params CreateEmailBatchParams) (r *EmailBatchAccepted, _ error) {
@@ -82,7 +83,7 @@ func (UnimplementedHandler) CreateQueue(ctx context.Context, req *QueueCreate, p
 // CreateScheduledJob implements createScheduledJob operation.
 //
 // Schedules `email_template` to be queued at every tick of `cron_expression` (5 fields, evaluated in
-// `timezone`). Scope `email:send`. Errors: 404 unknown queue, 422 invalid cron expression, timezone or
+// `timezone`). Scope `email:send`. Errors: 422 unknown queue, invalid cron expression, timezone or
 // template.
 //
 // POST /v1/scheduled-jobs

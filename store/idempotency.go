@@ -26,10 +26,13 @@ var ErrIdempotencyInFlight = errors.New("a request with this Idempotency-Key is 
 // request (answer 422).
 var ErrIdempotencyMismatch = errors.New("this Idempotency-Key was used with a different request")
 
-// StoredResponse is the first response given to an idempotency key.
+// StoredResponse is the first response given to an idempotency key. Body
+// is sealed by the caller (it may hold a secret shown once); KeyID names the
+// key that sealed it.
 type StoredResponse struct {
 	StatusCode int
 	Body       []byte
+	KeyID      string
 }
 
 // IdempotencyBegin claims key for this transaction. It returns the stored
@@ -54,7 +57,7 @@ func (s *Store) IdempotencyBegin(ctx context.Context, appID uuid.UUID, key, oper
 		resp StoredResponse
 	)
 	err := s.db.QueryRow(ctx, s.q.IdempotencyGet, pgx.NamedArgs{"app_id": appID, "key": key}).
-		Scan(&op, &hash, &resp.StatusCode, &resp.Body)
+		Scan(&op, &hash, &resp.StatusCode, &resp.Body, &resp.KeyID)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, nil
@@ -68,10 +71,10 @@ func (s *Store) IdempotencyBegin(ctx context.Context, appID uuid.UUID, key, oper
 
 // IdempotencySave stores the response to a request claimed by
 // IdempotencyBegin, in the same transaction as the work it describes.
-func (s *Store) IdempotencySave(ctx context.Context, appID uuid.UUID, key, operation string, requestHash []byte, statusCode int, body []byte) error {
+func (s *Store) IdempotencySave(ctx context.Context, appID uuid.UUID, key, operation string, requestHash []byte, resp *StoredResponse) error {
 	_, err := s.db.Exec(ctx, s.q.IdempotencyInsert, pgx.NamedArgs{
 		"app_id": appID, "key": key, "operation": operation, "request_hash": requestHash,
-		"status_code": statusCode, "response": body,
+		"status_code": resp.StatusCode, "response": resp.Body, "response_key_id": resp.KeyID,
 	})
 	if err != nil {
 		return fmt.Errorf("saving idempotent response: %w", err)

@@ -125,7 +125,7 @@ CREATE TABLE emails (
     to_addresses         jsonb NOT NULL,
     cc                   jsonb,
     bcc                  jsonb,
-    reply_to             varchar(600),
+    reply_to             text, -- an RFC 5322 mailbox; encoded names can be long
     subject              varchar(998) NOT NULL,
     -- Bodies are TOASTed, which compresses them; no application-level gzip.
     html_body            text,
@@ -305,7 +305,10 @@ CREATE TABLE idempotency_keys (
     operation    varchar(64) NOT NULL,
     request_hash bytea NOT NULL,
     status_code  smallint NOT NULL,
-    response     jsonb NOT NULL,
+    -- The response, AES-256-GCM sealed: it can hold secrets shown once
+    -- (a new API key), which must not rest in plaintext.
+    response        bytea NOT NULL,
+    response_key_id varchar(32) NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (app_id, key)
 );
