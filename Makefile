@@ -92,10 +92,14 @@ cluster-up: ## Start the 6-node Redis Cluster on 127.0.0.1:7000-7005
 cluster-down: ## Stop the Redis Cluster
 	@scripts/redis-cluster.sh down
 
+# Extra benchrun flags: make bench BENCH_FLAGS=-short (smoke run, < 1 min);
+# BENCH_NAME names bench/results/<date>-<name>.md.
+BENCH_FLAGS ?=
+BENCH_NAME ?=
+
 .PHONY: bench
-bench: check-go up ## Run the Go benchmarks into bench/results/<date>-gobench.md
-	@scripts/redis-cluster.sh up
-	@$(TEST_ENV) PKG='$(PKG)' scripts/bench.sh
+bench: check-go up ## Run the benchmark scenario (< 5 min) into bench/results/<date>-<name>.md (BENCH_FLAGS=-short for a smoke run)
+	@$(TEST_ENV) BENCH_NAME='$(BENCH_NAME)' scripts/bench.sh $(BENCH_FLAGS)
 
 .PHONY: clean
 clean: ## Stop what the scripts started, remove bin/ and .run/ (keeps .env.local)

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Benchmarks (placeholder until the load generator exists): runs every Go
-# benchmark and writes the output, with a header describing the machine, to
-# bench/results/<date>-gobench.md. Expects the services and test env that
-# `make bench` sets up.
+# Benchmarks: runs bench/cmd/benchrun, which creates a fresh database, starts
+# an in-process SMTP sink and bin/mailqueue, drives it over HTTP and writes
+# bench/results/<date>-<name>.md. Expects the services that `make bench`
+# starts (PostgreSQL, Redis) and MQ_TEST_DATABASE_URL / MQ_TEST_REDIS_ADDR.
+#
+#   scripts/bench.sh              full scenario, under 5 minutes, name "full"
+#   scripts/bench.sh -short       smoke run, under a minute, name "smoke"
+#   BENCH_NAME=x scripts/bench.sh -phases accept,deliver
+# Any arguments are passed to benchrun (see: go run ./bench/cmd/benchrun -h).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -10,30 +15,9 @@ set -euo pipefail
 cd "$ROOT"
 find_go
 
-PKG="${PKG:-./...}"
-BENCHTIME="${BENCHTIME:-3s}"
-OUT_DIR="$ROOT/bench/results"
-OUT="$OUT_DIR/$(date +%F)-gobench.md"
-CMD=(go test -run '^$' -bench . -benchtime "$BENCHTIME" "$PKG")
-mkdir -p "$OUT_DIR"
-
-{
-	echo "# Go benchmarks, $(date '+%F %T %Z')"
-	echo
-	echo "- machine: $(nproc) cores (nproc), $(uname -srm); memory (free -h) below"
-	echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
-	echo "- go: $(go version)"
-	echo "- command: \`go test -run '^\$' -bench . -benchtime $BENCHTIME $PKG\`"
-	echo
-	echo '```'
-	free -h
-	echo '```'
-	echo
-	echo '```'
-} >"$OUT"
-
-status=0
-"${CMD[@]}" 2>&1 | tee -a "$OUT" || status=$?
-echo '```' >>"$OUT"
-log "results written to ${OUT#"$ROOT"/}"
-exit "$status"
+args=("$@")
+if [ -n "${BENCH_NAME:-}" ]; then
+	args=(-name "$BENCH_NAME" "${args[@]}")
+fi
+log "go run ./bench/cmd/benchrun ${args[*]}"
+exec go run ./bench/cmd/benchrun "${args[@]}"
