@@ -22,52 +22,52 @@ import (
 )
 
 // Config is every setting of the service. Field tags name the environment
-// variable (prefix MQ_) and the default that works on a laptop.
+// variable and the default that works on a laptop.
 type Config struct {
 	// DatabaseURL is the PostgreSQL connection string.
-	DatabaseURL string `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/mailqueue?sslmode=disable"`
+	DatabaseURL string `envconfig:"MQ_DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/mailqueue?sslmode=disable"`
 	// RedisAddrs is one address for a single Redis node, several for a cluster.
-	RedisAddrs []string `envconfig:"REDIS_ADDRS" default:"127.0.0.1:6379"`
+	RedisAddrs []string `envconfig:"MQ_REDIS_ADDRS" default:"127.0.0.1:6379"`
 	// HTTPAddr is where the REST API listens.
-	HTTPAddr string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
+	HTTPAddr string `envconfig:"MQ_HTTP_ADDR" default:"127.0.0.1:8080"`
 	// AdminSecret authorises the admin endpoints (/v1/apps, /riverui).
-	AdminSecret string `envconfig:"ADMIN_SECRET"`
+	AdminSecret string `envconfig:"MQ_ADMIN_SECRET"`
 	// EncryptionKey is base64 of 32 bytes; it encrypts secrets at rest.
-	EncryptionKey string `envconfig:"ENCRYPTION_KEY"`
+	EncryptionKey string `envconfig:"MQ_ENCRYPTION_KEY"`
 	// EncryptionKeysPrevious are earlier encryption keys (base64, comma
 	// separated), still able to open secrets sealed before a rotation.
-	EncryptionKeysPrevious []string `envconfig:"ENCRYPTION_KEYS_PREVIOUS"`
+	EncryptionKeysPrevious []string `envconfig:"MQ_ENCRYPTION_KEYS_PREVIOUS"`
 	// TrustedProxies are CIDRs whose X-Forwarded-For is believed when
 	// finding a client's address (for IP allowlists and the audit log).
-	TrustedProxies []string `envconfig:"TRUSTED_PROXIES"`
+	TrustedProxies []string `envconfig:"MQ_TRUSTED_PROXIES"`
 	// APIKeyGracePeriod is how long a rotated key keeps working by default.
-	APIKeyGracePeriod time.Duration `envconfig:"API_KEY_GRACE_PERIOD" default:"24h"`
+	APIKeyGracePeriod time.Duration `envconfig:"MQ_API_KEY_GRACE_PERIOD" default:"24h"`
 	// DefaultSMTPURL is where email goes when its queue has no SMTP config.
-	DefaultSMTPURL string `envconfig:"DEFAULT_SMTP_URL" default:"smtp://127.0.0.1:1025"`
+	DefaultSMTPURL string `envconfig:"MQ_DEFAULT_SMTP_URL" default:"smtp://127.0.0.1:1025"`
 	// DefaultSMTPPoolSize is how many connections the default SMTP server gets.
-	DefaultSMTPPoolSize int `envconfig:"DEFAULT_SMTP_POOL_SIZE" default:"8"`
+	DefaultSMTPPoolSize int `envconfig:"MQ_DEFAULT_SMTP_POOL_SIZE" default:"8"`
 	// PublicURL is the address recipients' mail clients reach (tracking links).
-	PublicURL string `envconfig:"PUBLIC_URL" default:"http://127.0.0.1:8080"`
+	PublicURL string `envconfig:"MQ_PUBLIC_URL" default:"http://127.0.0.1:8080"`
 	// InboundAddr is where the bounce-receiving SMTP server listens.
-	InboundAddr string `envconfig:"INBOUND_ADDR" default:"127.0.0.1:2525"`
+	InboundAddr string `envconfig:"MQ_INBOUND_ADDR" default:"127.0.0.1:2525"`
 	// LogFormat is json (production) or text (reading by eye).
-	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+	LogFormat string `envconfig:"MQ_LOG_FORMAT" default:"json"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	LogLevel string `envconfig:"MQ_LOG_LEVEL" default:"info"`
 	// Workers is the total number of concurrent send workers, shared out
 	// between the priority lanes.
-	Workers int `envconfig:"WORKERS" default:"64"`
+	Workers int `envconfig:"MQ_WORKERS" default:"64"`
 	// ShutdownTimeout bounds the wait for in-flight sends on SIGTERM.
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"30s"`
+	ShutdownTimeout time.Duration `envconfig:"MQ_SHUTDOWN_TIMEOUT" default:"30s"`
 	// JobRescueAfter is how long a job may sit in "running" after its
 	// process died before another worker takes it over.
-	JobRescueAfter time.Duration `envconfig:"JOB_RESCUE_AFTER" default:"10m"`
+	JobRescueAfter time.Duration `envconfig:"MQ_JOB_RESCUE_AFTER" default:"10m"`
 	// MaxBodyBytes caps a request body (413 above it).
-	MaxBodyBytes int64 `envconfig:"MAX_BODY_BYTES" default:"1048576"`
+	MaxBodyBytes int64 `envconfig:"MQ_MAX_BODY_BYTES" default:"1048576"`
 	// MaxBatchBodyBytes caps the body of POST /v1/emails/batch.
-	MaxBatchBodyBytes int64 `envconfig:"MAX_BATCH_BODY_BYTES" default:"10485760"`
+	MaxBatchBodyBytes int64 `envconfig:"MQ_MAX_BATCH_BODY_BYTES" default:"10485760"`
 	// DBMaxConns caps the PostgreSQL pool of one process.
-	DBMaxConns int32 `envconfig:"DB_MAX_CONNS" default:"20"`
+	DBMaxConns int32 `envconfig:"MQ_DB_MAX_CONNS" default:"20"`
 
 	encryptionKey  []byte
 	previousKeys   [][]byte
@@ -82,7 +82,10 @@ func Load() (*Config, error) {
 		return nil, err
 	}
 	var c Config
-	if err := envconfig.Process("MQ", &c); err != nil {
+	// Full names and no prefix: with a prefix, envconfig falls back to the
+	// bare name (DATABASE_URL for MQ_DATABASE_URL), letting unrelated
+	// variables of the host change Mail Queue's settings.
+	if err := envconfig.Process("", &c); err != nil {
 		return nil, fmt.Errorf("reading MQ_ settings: %w", err)
 	}
 	if err := c.validate(); err != nil {

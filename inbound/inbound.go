@@ -79,7 +79,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.ln = ln
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.logger.Error("inbound SMTP server stopped", "error", err)
 		}
 	}()
@@ -90,13 +90,25 @@ func (s *Server) Start(ctx context.Context) error {
 // Addr returns the address the server listens on, once started.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Stop waits for open sessions to finish, up to ctx's deadline.
+// Stop closes the listener and waits for open sessions to finish, up to
+// ctx's deadline. The listener is closed here too, after go-smtp's
+// Shutdown has marked the server done: when Stop follows Start so closely
+// that go-smtp has not yet taken the listener over, Serve would otherwise
+// wait forever for connections.
 func (s *Server) Stop(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
-	if errors.Is(err, smtp.ErrServerClosed) {
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
-	<-s.done
+	_ = s.ln.Close()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		_ = s.srv.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
 	return err
 }
 
