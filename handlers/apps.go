@@ -2,8 +2,12 @@ package handlers
 
 import (
 	"context"
+	"errors"
+	"math"
 	"net/http"
+	"net/url"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -21,35 +25,27 @@ var allScopes = []string{
 // CreateApp creates an app, its "default" queue and its first API key in
 // one transaction. The key's plaintext is in this response only.
 func (h *Handler) CreateApp(ctx context.Context, req *oas.AppCreate, params oas.CreateAppParams) (*oas.AppCreated, error) {
-	name := strings.TrimSpace(req.Name)
-	if name == "" {
-		return nil, invalid("name", "name must not be blank")
-	}
-	if hasControl(name) {
-		return nil, invalid("name", "name must not contain control characters")
+	name, err := appName(req.Name)
+	if err != nil {
+		return nil, err
 	}
 	p := &store.AppInsertParams{Name: name, SandboxMode: req.SandboxMode.Or(false)}
 	if v, ok := req.Description.Get(); ok {
 		p.Description = &v
 	}
 	if v, ok := req.WebhookURL.Get(); ok {
-		if v.Scheme != "https" && v.Scheme != "http" || v.Host == "" {
-			return nil, invalid("webhook_url", "webhook_url must be an absolute http(s) URL")
+		if p.WebhookURL, err = webhookURL(v); err != nil {
+			return nil, err
 		}
-		s := v.String()
-		p.WebhookURL = &s
 	}
-	for field, src := range map[string]oas.OptInt{"daily_limit": req.DailyLimit, "monthly_limit": req.MonthlyLimit} {
-		if v, ok := src.Get(); ok {
-			if v < 1 {
-				return nil, invalid(field, "%s must be at least 1 (omit it for no limit)", field)
-			}
-			n := int32(v)
-			if field == "daily_limit" {
-				p.DailyLimit = &n
-			} else {
-				p.MonthlyLimit = &n
-			}
+	if v, ok := req.DailyLimit.Get(); ok {
+		if p.DailyLimit, err = appLimit("daily_limit", v); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := req.MonthlyLimit.Get(); ok {
+		if p.MonthlyLimit, err = appLimit("monthly_limit", v); err != nil {
+			return nil, err
 		}
 	}
 	if s, ok := req.Settings.Get(); ok {
@@ -76,8 +72,224 @@ func (h *Handler) CreateApp(ctx context.Context, req *oas.AppCreate, params oas.
 			if err != nil {
 				return nil, err
 			}
-			return &oas.AppCreated{App: appToAPI(app), APIKey: apiKeyCreatedToAPI(key, plain)}, nil
+			out := appToAPI(app)
+			// The API shape of the app only: the key's plaintext must never reach the log.
+			// A pointer, because only *oas.App has the generated MarshalJSON.
+			if err := h.audit(ctx, tx, auditEntry{
+				action: "app.create", resourceType: "app", resourceID: app.ID, appID: app.ID, after: &out,
+			}); err != nil {
+				return nil, err
+			}
+			return &oas.AppCreated{App: out, APIKey: apiKeyCreatedToAPI(key, plain)}, nil
 		})
+}
+
+// ListApps lists every tenant, newest first.
+func (h *Handler) ListApps(ctx context.Context, params oas.ListAppsParams) (*oas.AppList, error) {
+	p := &store.AppListParams{Limit: params.Limit.Or(50)}
+	var err error
+	if p.After, err = h.cursorParam(params.Cursor); err != nil {
+		return nil, err
+	}
+	list, more, err := h.store.AppList(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	out := &oas.AppList{Data: make([]oas.App, 0, len(list)), HasMore: more}
+	for _, a := range list {
+		out.Data = append(out.Data, appToAPI(a))
+	}
+	if more {
+		last := list[len(list)-1]
+		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
+	}
+	return out, nil
+}
+
+// GetApp returns one tenant.
+func (h *Handler) GetApp(ctx context.Context, params oas.GetAppParams) (*oas.App, error) {
+	a, err := h.store.AppGet(ctx, params.AppId)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound("app")
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := appToAPI(a)
+	return &out, nil
+}
+
+// UpdateApp changes the fields present in the request and nothing else:
+// null clears webhook_url and lifts a daily or monthly limit; settings, when
+// present, replaces the app's settings as a whole so a setting can be
+// removed. The row is locked while the request is merged into it, so
+// concurrent updates of different fields do not undo each other.
+func (h *Handler) UpdateApp(ctx context.Context, req *oas.AppUpdate, params oas.UpdateAppParams) (*oas.App, error) {
+	// Validate everything before touching the database.
+	var (
+		name           string
+		webhook        *string
+		daily, monthly *int32
+		err            error
+	)
+	if v, ok := req.Name.Get(); ok {
+		if name, err = appName(v); err != nil {
+			return nil, err
+		}
+	}
+	if req.WebhookURL.Set && !req.WebhookURL.Null {
+		if webhook, err = webhookURL(req.WebhookURL.Value); err != nil {
+			return nil, err
+		}
+	}
+	if req.DailyLimit.Set && !req.DailyLimit.Null {
+		if daily, err = appLimit("daily_limit", req.DailyLimit.Value); err != nil {
+			return nil, err
+		}
+	}
+	if req.MonthlyLimit.Set && !req.MonthlyLimit.Null {
+		if monthly, err = appLimit("monthly_limit", req.MonthlyLimit.Value); err != nil {
+			return nil, err
+		}
+	}
+
+	var out oas.App
+	err = h.store.Tx(ctx, func(tx *store.Store) error {
+		cur, err := tx.AppGetForUpdate(ctx, params.AppId)
+		if errors.Is(err, store.ErrNotFound) {
+			return notFound("app")
+		}
+		if err != nil {
+			return err
+		}
+		next := *cur
+		if req.Name.Set {
+			next.Name = name
+		}
+		if v, ok := req.Description.Get(); ok {
+			next.Description = &v
+		}
+		if v, ok := req.IsActive.Get(); ok {
+			next.IsActive = v
+		}
+		if v, ok := req.SandboxMode.Get(); ok {
+			next.SandboxMode = v
+		}
+		if req.WebhookURL.Set {
+			next.WebhookURL = webhook // nil for null: webhooks off
+		}
+		if req.DailyLimit.Set {
+			next.DailyLimit = daily // nil for null: unlimited
+		}
+		if req.MonthlyLimit.Set {
+			next.MonthlyLimit = monthly
+		}
+		if s, ok := req.Settings.Get(); ok {
+			next.Settings = appSettingsFromAPI(s)
+		}
+		updated, err := tx.AppUpdate(ctx, &next)
+		if err != nil {
+			return err
+		}
+		out = appToAPI(updated)
+		before := appToAPI(cur)
+		return h.audit(ctx, tx, auditEntry{
+			action: "app.update", resourceType: "app", resourceID: cur.ID, appID: cur.ID,
+			before: &before, after: &out,
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeactivateApp marks an app inactive; its data stays. Its keys are refused
+// (403 app_inactive) once the key cache forgets them, within a second. It
+// is idempotent: deactivating an inactive app changes and records nothing.
+func (h *Handler) DeactivateApp(ctx context.Context, params oas.DeactivateAppParams) (*oas.App, error) {
+	var out oas.App
+	err := h.store.Tx(ctx, func(tx *store.Store) error {
+		cur, err := tx.AppGetForUpdate(ctx, params.AppId)
+		if errors.Is(err, store.ErrNotFound) {
+			return notFound("app")
+		}
+		if err != nil {
+			return err
+		}
+		if !cur.IsActive {
+			out = appToAPI(cur)
+			return nil
+		}
+		next := *cur
+		next.IsActive = false
+		updated, err := tx.AppUpdate(ctx, &next)
+		if err != nil {
+			return err
+		}
+		out = appToAPI(updated)
+		before := appToAPI(cur)
+		return h.audit(ctx, tx, auditEntry{
+			action: "app.deactivate", resourceType: "app", resourceID: cur.ID, appID: cur.ID,
+			before: &before, after: &out,
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// quotaExceeded turns the store's refusal of an app's daily or monthly
+// limit into a 429 whose Retry-After is the wait until the limit resets;
+// other errors pass through. Accepting code calls it on the error of
+// store.AppUsageTake.
+func quotaExceeded(err error) error {
+	var q *store.QuotaError
+	if !errors.As(err, &q) {
+		return err
+	}
+	e := newAPIError(http.StatusTooManyRequests, "quota_exceeded", "%s", q.Error())
+	e.retryAfter = max(1, int(math.Ceil(time.Until(q.ResetsAt).Seconds())))
+	return e
+}
+
+// appName checks an app's name and returns it trimmed.
+func appName(v string) (string, error) {
+	name := strings.TrimSpace(v)
+	if name == "" {
+		return "", invalid("name", "name must not be blank")
+	}
+	if hasControl(name) {
+		return "", invalid("name", "name must not contain control characters")
+	}
+	return name, nil
+}
+
+// webhookURL checks a webhook URL: absolute http(s), and short enough for
+// its column (a longer one would otherwise fail in the database as a 500).
+func webhookURL(v url.URL) (*string, error) {
+	if v.Scheme != "https" && v.Scheme != "http" || v.Host == "" {
+		return nil, invalid("webhook_url", "webhook_url must be an absolute http(s) URL")
+	}
+	s := v.String()
+	if len(s) > 2048 {
+		return nil, invalid("webhook_url", "webhook_url must be at most 2048 characters")
+	}
+	return &s, nil
+}
+
+// appLimit checks a daily or monthly limit, which the database holds as a
+// positive 32-bit integer.
+func appLimit(field string, v int) (*int32, error) {
+	if v < 1 {
+		return nil, invalid(field, "%s must be at least 1 (omit it for no limit)", field)
+	}
+	if v > math.MaxInt32 {
+		return nil, invalid(field, "%s must be at most %d", field, math.MaxInt32)
+	}
+	n := int32(v)
+	return &n, nil
 }
 
 func appSettingsFromAPI(s oas.AppSettings) store.AppSettings {

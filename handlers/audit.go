@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"reflect"
 
 	"github.com/google/uuid"
 
@@ -25,7 +26,7 @@ type auditEntry struct {
 func (h *Handler) audit(ctx context.Context, tx *store.Store, e auditEntry) error {
 	ri := requestInfoFrom(ctx)
 	p := &store.AuditInsertParams{
-		Action: e.action, ResourceType: e.resourceType, Before: e.before, After: e.after,
+		Action: e.action, ResourceType: e.resourceType, Before: addressable(e.before), After: addressable(e.after),
 		IP: ri.IP, UserAgent: ri.UserAgent, RequestID: ri.ID,
 	}
 	if e.resourceID != uuid.Nil {
@@ -46,4 +47,21 @@ func (h *Handler) audit(ctx context.Context, tx *store.Store, e auditEntry) erro
 		p.ActorType = store.ActorSystem
 	}
 	return tx.AuditInsert(ctx, p)
+}
+
+// addressable returns a pointer to v when v is a struct value. Generated
+// types implement json.Marshaler on their pointers only; encoded as plain
+// values their optional fields do not encode, so the audit entry (and the
+// request) would fail.
+func addressable(v any) any {
+	if v == nil {
+		return nil
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Struct {
+		return v
+	}
+	p := reflect.New(rv.Type())
+	p.Elem().Set(rv)
+	return p.Interface()
 }

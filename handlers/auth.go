@@ -93,6 +93,7 @@ func (h *Handler) HandleApiKey(ctx context.Context, op oas.OperationName, t oas.
 			return ctx, forbidden("insufficient_scope", "this API key lacks the %q scope needed for %s", need, op)
 		}
 	}
+	h.usage.touch(k.ID)
 	return context.WithValue(ctx, principalKey{}, &principal{
 		appID: k.AppID, keyID: k.ID, scopes: k.Scopes,
 		sandbox: k.AppSandboxMode || k.Prefix == prefixTest,

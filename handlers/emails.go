@@ -42,6 +42,9 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 	}
 	return idempotent(ctx, h, pr.appID, params.IdempotencyKey, "createEmail", req, http.StatusAccepted,
 		func(tx *store.Store) (*oas.EmailAccepted, error) {
+			if err := tx.AppUsageTake(ctx, pr.appID, 1, time.Now()); err != nil {
+				return nil, quotaExceeded(err)
+			}
 			e, err := tx.EmailInsert(ctx, p)
 			if err != nil {
 				return nil, err

@@ -44,6 +44,7 @@ type Handler struct {
 	started     time.Time
 	cursors     *cursors
 	keys        *keyCache
+	usage       *keyUsage // batches last_used_at writes
 	adminDigest [32]byte
 	box         *secret.Box
 }
@@ -71,10 +72,12 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		keys:        newKeyCache(d.Store, time.Second),
 		adminDigest: sha256.Sum256([]byte(d.Config.AdminSecret)),
 	}
+	h.usage = startKeyUsage(ctx, d.Store, logger)
 	api, err := oas.NewServer(h, h,
 		oas.WithErrorHandler(h.errorHandler),
 		oas.WithNotFound(h.routeNotFound),
 		oas.WithMethodNotAllowed(h.methodNotAllowed),
+		oas.WithMiddleware(rejectUnstorableBodies),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("building API server: %w", err)
@@ -99,5 +102,8 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 	return withRequest(mux, &transport{
 		maxBody: d.Config.MaxBodyBytes, maxBatchBody: d.Config.MaxBatchBodyBytes,
 		trustedProxies: d.Config.TrustedProxyPrefixes(), logger: d.Logger,
+		writeErr: func(ctx context.Context, w http.ResponseWriter, err error) {
+			h.writeError(ctx, w, h.NewError(ctx, err))
+		},
 	}), nil
 }

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,9 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/ogen-go/ogen/middleware"
 )
 
 // requestInfo is what the transport knows of a request, for errors, logs,
@@ -68,6 +72,8 @@ type transport struct {
 	maxBatchBody   int64
 	trustedProxies []netip.Prefix
 	logger         *slog.Logger
+	// writeErr writes an error in the API's shape before routing.
+	writeErr func(ctx context.Context, w http.ResponseWriter, err error)
 }
 
 // clientIP is the request's peer address, or, when the peer is a trusted
@@ -126,6 +132,12 @@ func withRequest(next http.Handler, t *transport) http.Handler {
 		}
 		ri := &requestInfo{ID: id, UserAgent: r.UserAgent(), IP: t.clientIP(r)}
 		w.Header().Set("X-Request-Id", id)
+		if !storableText(r.URL.Path) || !storableText(r.URL.RawQuery) || strings.Contains(r.URL.RawQuery, "%00") || strings.Contains(r.URL.EscapedPath(), "%00") {
+			ctx := context.WithValue(r.Context(), requestInfoKey{}, ri)
+			rec := &statusRecorder{ResponseWriter: w}
+			t.writeErr(ctx, rec, errUnstorable("the URL"))
+			return
+		}
 		if r.Body != nil {
 			limit := t.maxBody
 			if r.URL.Path == "/v1/emails/batch" {
@@ -163,4 +175,26 @@ func (h requestLogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h requestLogHandler) WithGroup(name string) slog.Handler {
 	return requestLogHandler{h.Handler.WithGroup(name)}
+}
+
+// storableText reports whether s can be stored in PostgreSQL text: valid
+// UTF-8 without NUL characters. Anything else would fail deep in the
+// database as a server error, so it is refused at the door instead.
+func storableText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+func errUnstorable(where string) *apiError {
+	return newAPIError(http.StatusBadRequest, "invalid_request",
+		"%s contains invalid UTF-8 or a NUL character, which Mail Queue does not accept", where)
+}
+
+// rejectUnstorableBodies is an ogen middleware refusing JSON bodies that
+// hold invalid UTF-8 or an escaped NUL (\u0000), for the same reason as
+// storableText: PostgreSQL text cannot hold them.
+func rejectUnstorableBodies(req middleware.Request, next middleware.Next) (middleware.Response, error) {
+	if len(req.RawBody) > 0 && (!utf8.Valid(req.RawBody) || bytes.Contains(req.RawBody, []byte(`\u0000`))) {
+		return middleware.Response{}, errUnstorable("the request body")
+	}
+	return next(req)
 }

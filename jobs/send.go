@@ -69,6 +69,10 @@ type SendWorker struct {
 	DefaultServer mail.Server
 	Logger        *slog.Logger
 	Now           func() time.Time
+
+	// SMTP picks each email's server from its queue's SMTP config, with a
+	// cache; when nil, configs are read per email with Box and DefaultServer.
+	SMTP *SMTPResolver
 }
 
 // NextRetry follows the queue's retry schedule; past its end the last delay
@@ -133,7 +137,11 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		return err
 	}
 
-	srv := w.DefaultServer
+	srv, err := w.server(ctx, e)
+	if err != nil {
+		log.Warn("no SMTP server for the email", "error", err)
+		return w.fail(ctx, e, job, err, false)
+	}
 	msg, err := message(&e.Email)
 	if err != nil {
 		return w.fail(ctx, e, job, err, true)

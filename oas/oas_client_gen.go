@@ -94,7 +94,8 @@ type ApiKeysInvoker interface {
 	// CreateApiKey invokes createApiKey operation.
 	//
 	// Creates a key for the calling app. The secret `key` is returned only in this response. A key cannot
-	// be granted scopes its creator lacks. Scope `admin`. Errors: 422 invalid scope or CIDR.
+	// be granted scopes its creator lacks (403 `scope_escalation`). Scope `admin`. Errors: 400 unknown
+	// scope, 422 invalid CIDR or `expires_at` not in the future.
 	//
 	// POST /v1/api-keys
 	CreateApiKey(ctx context.Context, request *ApiKeyCreate, params CreateApiKeyParams) (*ApiKeyCreated, error)
@@ -120,8 +121,9 @@ type ApiKeysInvoker interface {
 	// RotateApiKey invokes rotateApiKey operation.
 	//
 	// Issues a new key with the same name, scopes and limits. The old key keeps working for
-	// `grace_period_seconds` (default 0: revoked at once) and then stops. Scope `admin`. Errors: 404, 409
-	// when the key is already revoked.
+	// `grace_period_seconds` and then stops: without a body, the server's grace period
+	// (MQ_API_KEY_GRACE_PERIOD, 24 h by default); `0` stops it at once. Scope `admin`. Errors: 404, 409
+	// when the key is revoked, expired or already rotated.
 	//
 	// POST /v1/api-keys/{apiKeyId}/rotate
 	RotateApiKey(ctx context.Context, request OptApiKeyRotate, params RotateApiKeyParams) (*ApiKeyCreated, error)
@@ -134,7 +136,7 @@ type AppsInvoker interface {
 	// CreateApp invokes createApp operation.
 	//
 	// Creates a tenant with a default queue and a first API key holding the `admin` scope (returned once).
-	// Admin secret. Errors: 409 name taken, 422 invalid values.
+	// Admin secret. Errors: 422 invalid values. App names need not be unique.
 	//
 	// POST /v1/apps
 	CreateApp(ctx context.Context, request *AppCreate, params CreateAppParams) (*AppCreated, error)
@@ -160,7 +162,7 @@ type AppsInvoker interface {
 	// UpdateApp invokes updateApp operation.
 	//
 	// Changes only the fields present; `null` clears `webhook_url` and makes the daily or monthly limit
-	// unlimited. Admin secret. Errors: 404, 409 name taken, 422 invalid values.
+	// unlimited. Admin secret. Errors: 404, 422 invalid values.
 	//
 	// PATCH /v1/apps/{appId}
 	UpdateApp(ctx context.Context, request *AppUpdate, params UpdateAppParams) (*App, error)
@@ -314,7 +316,7 @@ type QueuesInvoker interface {
 	// CreateQueue invokes createQueue operation.
 	//
 	// Creates a named queue for the app. Scope `queue:manage`. Errors: 409 `already_exists` when the name
-	// is taken, 404 unknown `smtp_config_id`, 422 invalid settings.
+	// is taken, 422 invalid settings or an `smtp_config_id` that is not one of the app's.
 	//
 	// POST /v1/queues
 	CreateQueue(ctx context.Context, request *QueueCreate, params CreateQueueParams) (*Queue, error)
@@ -347,7 +349,7 @@ type QueuesInvoker interface {
 	GetQueueStats(ctx context.Context, params GetQueueStatsParams) (*QueueStats, error)
 	// ListQueues invokes listQueues operation.
 	//
-	// The app's queues, ordered by name. Scope `queue:manage`.
+	// The app's queues, newest first. Scope `queue:manage`.
 	//
 	// GET /v1/queues
 	ListQueues(ctx context.Context, params ListQueuesParams) (*QueueList, error)
@@ -382,7 +384,7 @@ type SMTPInvoker interface {
 	// CreateSmtpConfig invokes createSmtpConfig operation.
 	//
 	// Stores an SMTP relay; the password is encrypted at rest and never returned. Scope `smtp:manage`.
-	// Errors: 409 name taken, 422 invalid host or port.
+	// Errors: 422 invalid host or port.
 	//
 	// POST /v1/smtp-configs
 	CreateSmtpConfig(ctx context.Context, request *SmtpConfigCreate, params CreateSmtpConfigParams) (*SmtpConfig, error)
@@ -415,8 +417,8 @@ type SMTPInvoker interface {
 	// UpdateSmtpConfig invokes updateSmtpConfig operation.
 	//
 	// Changes only the fields present; `username: null` / `password: null` remove authentication. Open
-	// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 409 name taken,
-	// 422 invalid values.
+	// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 422 invalid
+	// values.
 	//
 	// PATCH /v1/smtp-configs/{smtpConfigId}
 	UpdateSmtpConfig(ctx context.Context, request *SmtpConfigUpdate, params UpdateSmtpConfigParams) (*SmtpConfig, error)
@@ -743,7 +745,8 @@ func (c *Client) sendCancelEmail(ctx context.Context, params CancelEmailParams) 
 // CreateApiKey invokes createApiKey operation.
 //
 // Creates a key for the calling app. The secret `key` is returned only in this response. A key cannot
-// be granted scopes its creator lacks. Scope `admin`. Errors: 422 invalid scope or CIDR.
+// be granted scopes its creator lacks (403 `scope_escalation`). Scope `admin`. Errors: 400 unknown
+// scope, 422 invalid CIDR or `expires_at` not in the future.
 //
 // POST /v1/api-keys
 func (c *Client) CreateApiKey(ctx context.Context, request *ApiKeyCreate, params CreateApiKeyParams) (*ApiKeyCreated, error) {
@@ -877,7 +880,7 @@ func (c *Client) sendCreateApiKey(ctx context.Context, request *ApiKeyCreate, pa
 // CreateApp invokes createApp operation.
 //
 // Creates a tenant with a default queue and a first API key holding the `admin` scope (returned once).
-// Admin secret. Errors: 409 name taken, 422 invalid values.
+// Admin secret. Errors: 422 invalid values. App names need not be unique.
 //
 // POST /v1/apps
 func (c *Client) CreateApp(ctx context.Context, request *AppCreate, params CreateAppParams) (*AppCreated, error) {
@@ -1285,7 +1288,7 @@ func (c *Client) sendCreateEmailBatch(ctx context.Context, request *EmailBatchRe
 // CreateQueue invokes createQueue operation.
 //
 // Creates a named queue for the app. Scope `queue:manage`. Errors: 409 `already_exists` when the name
-// is taken, 404 unknown `smtp_config_id`, 422 invalid settings.
+// is taken, 422 invalid settings or an `smtp_config_id` that is not one of the app's.
 //
 // POST /v1/queues
 func (c *Client) CreateQueue(ctx context.Context, request *QueueCreate, params CreateQueueParams) (*Queue, error) {
@@ -1554,7 +1557,7 @@ func (c *Client) sendCreateScheduledJob(ctx context.Context, request *ScheduledJ
 // CreateSmtpConfig invokes createSmtpConfig operation.
 //
 // Stores an SMTP relay; the password is encrypted at rest and never returned. Scope `smtp:manage`.
-// Errors: 409 name taken, 422 invalid host or port.
+// Errors: 422 invalid host or port.
 //
 // POST /v1/smtp-configs
 func (c *Client) CreateSmtpConfig(ctx context.Context, request *SmtpConfigCreate, params CreateSmtpConfigParams) (*SmtpConfig, error) {
@@ -6560,7 +6563,7 @@ func (c *Client) sendListGdprRequests(ctx context.Context, params ListGdprReques
 
 // ListQueues invokes listQueues operation.
 //
-// The app's queues, ordered by name. Scope `queue:manage`.
+// The app's queues, newest first. Scope `queue:manage`.
 //
 // GET /v1/queues
 func (c *Client) ListQueues(ctx context.Context, params ListQueuesParams) (*QueueList, error) {
@@ -8083,8 +8086,9 @@ func (c *Client) sendRevokeApiKey(ctx context.Context, params RevokeApiKeyParams
 // RotateApiKey invokes rotateApiKey operation.
 //
 // Issues a new key with the same name, scopes and limits. The old key keeps working for
-// `grace_period_seconds` (default 0: revoked at once) and then stops. Scope `admin`. Errors: 404, 409
-// when the key is already revoked.
+// `grace_period_seconds` and then stops: without a body, the server's grace period
+// (MQ_API_KEY_GRACE_PERIOD, 24 h by default); `0` stops it at once. Scope `admin`. Errors: 404, 409
+// when the key is revoked, expired or already rotated.
 //
 // POST /v1/api-keys/{apiKeyId}/rotate
 func (c *Client) RotateApiKey(ctx context.Context, request OptApiKeyRotate, params RotateApiKeyParams) (*ApiKeyCreated, error) {
@@ -8937,7 +8941,7 @@ func (c *Client) sendUnsubscribePage(ctx context.Context, params UnsubscribePage
 // UpdateApp invokes updateApp operation.
 //
 // Changes only the fields present; `null` clears `webhook_url` and makes the daily or monthly limit
-// unlimited. Admin secret. Errors: 404, 409 name taken, 422 invalid values.
+// unlimited. Admin secret. Errors: 404, 422 invalid values.
 //
 // PATCH /v1/apps/{appId}
 func (c *Client) UpdateApp(ctx context.Context, request *AppUpdate, params UpdateAppParams) (*App, error) {
@@ -9343,8 +9347,8 @@ func (c *Client) sendUpdateScheduledJob(ctx context.Context, request *ScheduledJ
 // UpdateSmtpConfig invokes updateSmtpConfig operation.
 //
 // Changes only the fields present; `username: null` / `password: null` remove authentication. Open
-// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 409 name taken,
-// 422 invalid values.
+// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 422 invalid
+// values.
 //
 // PATCH /v1/smtp-configs/{smtpConfigId}
 func (c *Client) UpdateSmtpConfig(ctx context.Context, request *SmtpConfigUpdate, params UpdateSmtpConfigParams) (*SmtpConfig, error) {

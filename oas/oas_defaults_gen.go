@@ -19,14 +19,6 @@ func (s *AnalyticsEngagement) setDefaults() {
 }
 
 // setDefaults set default value of fields.
-func (s *ApiKeyRotate) setDefaults() {
-	{
-		val := int(0)
-		s.GracePeriodSeconds.SetTo(val)
-	}
-}
-
-// setDefaults set default value of fields.
 func (s *AppCreate) setDefaults() {
 	{
 		val := bool(false)

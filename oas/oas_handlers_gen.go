@@ -238,7 +238,8 @@ func (s *Server) handleCancelEmailRequest(args [1]string, argsEscaped bool, w ht
 // handleCreateApiKeyRequest handles createApiKey operation.
 //
 // Creates a key for the calling app. The secret `key` is returned only in this response. A key cannot
-// be granted scopes its creator lacks. Scope `admin`. Errors: 422 invalid scope or CIDR.
+// be granted scopes its creator lacks (403 `scope_escalation`). Scope `admin`. Errors: 400 unknown
+// scope, 422 invalid CIDR or `expires_at` not in the future.
 //
 // POST /v1/api-keys
 func (s *Server) handleCreateApiKeyRequest(args [0]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {
@@ -454,7 +455,7 @@ func (s *Server) handleCreateApiKeyRequest(args [0]string, argsEscaped bool, w h
 // handleCreateAppRequest handles createApp operation.
 //
 // Creates a tenant with a default queue and a first API key holding the `admin` scope (returned once).
-// Admin secret. Errors: 409 name taken, 422 invalid values.
+// Admin secret. Errors: 422 invalid values. App names need not be unique.
 //
 // POST /v1/apps
 func (s *Server) handleCreateAppRequest(args [0]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {
@@ -1108,7 +1109,7 @@ func (s *Server) handleCreateEmailBatchRequest(args [0]string, argsEscaped bool,
 // handleCreateQueueRequest handles createQueue operation.
 //
 // Creates a named queue for the app. Scope `queue:manage`. Errors: 409 `already_exists` when the name
-// is taken, 404 unknown `smtp_config_id`, 422 invalid settings.
+// is taken, 422 invalid settings or an `smtp_config_id` that is not one of the app's.
 //
 // POST /v1/queues
 func (s *Server) handleCreateQueueRequest(args [0]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {
@@ -1541,7 +1542,7 @@ func (s *Server) handleCreateScheduledJobRequest(args [0]string, argsEscaped boo
 // handleCreateSmtpConfigRequest handles createSmtpConfig operation.
 //
 // Stores an SMTP relay; the password is encrypted at rest and never returned. Scope `smtp:manage`.
-// Errors: 409 name taken, 422 invalid host or port.
+// Errors: 422 invalid host or port.
 //
 // POST /v1/smtp-configs
 func (s *Server) handleCreateSmtpConfigRequest(args [0]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {
@@ -8526,7 +8527,7 @@ func (s *Server) handleListGdprRequestsRequest(args [0]string, argsEscaped bool,
 
 // handleListQueuesRequest handles listQueues operation.
 //
-// The app's queues, ordered by name. Scope `queue:manage`.
+// The app's queues, newest first. Scope `queue:manage`.
 //
 // GET /v1/queues
 func (s *Server) handleListQueuesRequest(args [0]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {
@@ -10577,8 +10578,9 @@ func (s *Server) handleRevokeApiKeyRequest(args [1]string, argsEscaped bool, w h
 // handleRotateApiKeyRequest handles rotateApiKey operation.
 //
 // Issues a new key with the same name, scopes and limits. The old key keeps working for
-// `grace_period_seconds` (default 0: revoked at once) and then stops. Scope `admin`. Errors: 404, 409
-// when the key is already revoked.
+// `grace_period_seconds` and then stops: without a body, the server's grace period
+// (MQ_API_KEY_GRACE_PERIOD, 24 h by default); `0` stops it at once. Scope `admin`. Errors: 404, 409
+// when the key is revoked, expired or already rotated.
 //
 // POST /v1/api-keys/{apiKeyId}/rotate
 func (s *Server) handleRotateApiKeyRequest(args [1]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {
@@ -11843,7 +11845,7 @@ func (s *Server) handleUnsubscribePageRequest(args [1]string, argsEscaped bool, 
 // handleUpdateAppRequest handles updateApp operation.
 //
 // Changes only the fields present; `null` clears `webhook_url` and makes the daily or monthly limit
-// unlimited. Admin secret. Errors: 404, 409 name taken, 422 invalid values.
+// unlimited. Admin secret. Errors: 404, 422 invalid values.
 //
 // PATCH /v1/apps/{appId}
 func (s *Server) handleUpdateAppRequest(args [1]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {
@@ -12492,8 +12494,8 @@ func (s *Server) handleUpdateScheduledJobRequest(args [1]string, argsEscaped boo
 // handleUpdateSmtpConfigRequest handles updateSmtpConfig operation.
 //
 // Changes only the fields present; `username: null` / `password: null` remove authentication. Open
-// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 409 name taken,
-// 422 invalid values.
+// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 422 invalid
+// values.
 //
 // PATCH /v1/smtp-configs/{smtpConfigId}
 func (s *Server) handleUpdateSmtpConfigRequest(args [1]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {

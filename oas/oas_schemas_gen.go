@@ -1040,7 +1040,7 @@ func (s *ApiKeyList) SetHasMore(val bool) {
 
 // Ref: #/components/schemas/ApiKeyRotate
 type ApiKeyRotate struct {
-	// How long the old key keeps working.
+	// How long the old key keeps working, in seconds.
 	GracePeriodSeconds OptInt `json:"grace_period_seconds"`
 }
 
@@ -5909,13 +5909,15 @@ func (s *QueueList) SetHasMore(val bool) {
 
 // Ref: #/components/schemas/QueueSettings
 type QueueSettings struct {
-	// Add `List-Unsubscribe` and one-click headers (default true).
+	// Add `List-Unsubscribe` and one-click headers (default false).
 	ListUnsubscribe OptBool `json:"list_unsubscribe"`
 	// Reject (422) emails that reference missing variables instead of rendering them empty (default
 	// false).
 	StrictPersonalization OptBool `json:"strict_personalization"`
-	// What to do when delivery outcome is unknown (default `fail`, i.e. status `uncertain` without
-	// resending).
+	// What to do when the connection is lost after the whole message was sent but before the server
+	// answered, so it may have been delivered. `retry` (the default): one more attempt after the queue's
+	// retry delay, flagged in the events; if that is uncertain too, status `uncertain`. `fail`: status
+	// `uncertain` at once, never resent.
 	UncertainPolicy OptQueueSettingsUncertainPolicy `json:"uncertain_policy"`
 }
 
@@ -5949,8 +5951,10 @@ func (s *QueueSettings) SetUncertainPolicy(val OptQueueSettingsUncertainPolicy) 
 	s.UncertainPolicy = val
 }
 
-// What to do when delivery outcome is unknown (default `fail`, i.e. status `uncertain` without
-// resending).
+// What to do when the connection is lost after the whole message was sent but before the server
+// answered, so it may have been delivered. `retry` (the default): one more attempt after the queue's
+// retry delay, flagged in the events; if that is uncertain too, status `uncertain`. `fail`: status
+// `uncertain` at once, never resent.
 type QueueSettingsUncertainPolicy string
 
 const (

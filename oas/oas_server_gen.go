@@ -77,7 +77,8 @@ type ApiKeysHandler interface {
 	// CreateApiKey implements createApiKey operation.
 	//
 	// Creates a key for the calling app. The secret `key` is returned only in this response. A key cannot
-	// be granted scopes its creator lacks. Scope `admin`. Errors: 422 invalid scope or CIDR.
+	// be granted scopes its creator lacks (403 `scope_escalation`). Scope `admin`. Errors: 400 unknown
+	// scope, 422 invalid CIDR or `expires_at` not in the future.
 	//
 	// POST /v1/api-keys
 	CreateApiKey(ctx context.Context, req *ApiKeyCreate, params CreateApiKeyParams) (*ApiKeyCreated, error)
@@ -103,8 +104,9 @@ type ApiKeysHandler interface {
 	// RotateApiKey implements rotateApiKey operation.
 	//
 	// Issues a new key with the same name, scopes and limits. The old key keeps working for
-	// `grace_period_seconds` (default 0: revoked at once) and then stops. Scope `admin`. Errors: 404, 409
-	// when the key is already revoked.
+	// `grace_period_seconds` and then stops: without a body, the server's grace period
+	// (MQ_API_KEY_GRACE_PERIOD, 24 h by default); `0` stops it at once. Scope `admin`. Errors: 404, 409
+	// when the key is revoked, expired or already rotated.
 	//
 	// POST /v1/api-keys/{apiKeyId}/rotate
 	RotateApiKey(ctx context.Context, req OptApiKeyRotate, params RotateApiKeyParams) (*ApiKeyCreated, error)
@@ -117,7 +119,7 @@ type AppsHandler interface {
 	// CreateApp implements createApp operation.
 	//
 	// Creates a tenant with a default queue and a first API key holding the `admin` scope (returned once).
-	// Admin secret. Errors: 409 name taken, 422 invalid values.
+	// Admin secret. Errors: 422 invalid values. App names need not be unique.
 	//
 	// POST /v1/apps
 	CreateApp(ctx context.Context, req *AppCreate, params CreateAppParams) (*AppCreated, error)
@@ -143,7 +145,7 @@ type AppsHandler interface {
 	// UpdateApp implements updateApp operation.
 	//
 	// Changes only the fields present; `null` clears `webhook_url` and makes the daily or monthly limit
-	// unlimited. Admin secret. Errors: 404, 409 name taken, 422 invalid values.
+	// unlimited. Admin secret. Errors: 404, 422 invalid values.
 	//
 	// PATCH /v1/apps/{appId}
 	UpdateApp(ctx context.Context, req *AppUpdate, params UpdateAppParams) (*App, error)
@@ -297,7 +299,7 @@ type QueuesHandler interface {
 	// CreateQueue implements createQueue operation.
 	//
 	// Creates a named queue for the app. Scope `queue:manage`. Errors: 409 `already_exists` when the name
-	// is taken, 404 unknown `smtp_config_id`, 422 invalid settings.
+	// is taken, 422 invalid settings or an `smtp_config_id` that is not one of the app's.
 	//
 	// POST /v1/queues
 	CreateQueue(ctx context.Context, req *QueueCreate, params CreateQueueParams) (*Queue, error)
@@ -330,7 +332,7 @@ type QueuesHandler interface {
 	GetQueueStats(ctx context.Context, params GetQueueStatsParams) (*QueueStats, error)
 	// ListQueues implements listQueues operation.
 	//
-	// The app's queues, ordered by name. Scope `queue:manage`.
+	// The app's queues, newest first. Scope `queue:manage`.
 	//
 	// GET /v1/queues
 	ListQueues(ctx context.Context, params ListQueuesParams) (*QueueList, error)
@@ -365,7 +367,7 @@ type SMTPHandler interface {
 	// CreateSmtpConfig implements createSmtpConfig operation.
 	//
 	// Stores an SMTP relay; the password is encrypted at rest and never returned. Scope `smtp:manage`.
-	// Errors: 409 name taken, 422 invalid host or port.
+	// Errors: 422 invalid host or port.
 	//
 	// POST /v1/smtp-configs
 	CreateSmtpConfig(ctx context.Context, req *SmtpConfigCreate, params CreateSmtpConfigParams) (*SmtpConfig, error)
@@ -398,8 +400,8 @@ type SMTPHandler interface {
 	// UpdateSmtpConfig implements updateSmtpConfig operation.
 	//
 	// Changes only the fields present; `username: null` / `password: null` remove authentication. Open
-	// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 409 name taken,
-	// 422 invalid values.
+	// connection pools to the old settings are drained. Scope `smtp:manage`. Errors: 404, 422 invalid
+	// values.
 	//
 	// PATCH /v1/smtp-configs/{smtpConfigId}
 	UpdateSmtpConfig(ctx context.Context, req *SmtpConfigUpdate, params UpdateSmtpConfigParams) (*SmtpConfig, error)

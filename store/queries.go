@@ -18,11 +18,13 @@ type queries struct {
 	appQueries
 	apiKeyQueries
 	queueQueries
+	smtpConfigQueries
 	emailQueries
 	eventQueries
 	idempotencyQueries
 	healthQueries
 	auditQueries
+	usageQueries
 }
 
 // loadQueries parses the named blocks of every file in fsys and fills q.

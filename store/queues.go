@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,9 +13,19 @@ import (
 
 // queueQueries are the statements of sql/queries/queues.sql.
 type queueQueries struct {
-	QueueInsert    string
-	QueueGet       string
-	QueueGetByName string
+	QueueInsert        string
+	QueueGet           string
+	QueueGetByName     string
+	QueueLock          string
+	QueueLockForDelete string
+	QueueList          string
+	QueueUpdate        string
+	QueueSetState      string
+	QueueDelete        string
+	QueueHolds         string
+	QueueCancelQueued  string
+	QueueCancelEvents  string
+	QueueStats         string
 }
 
 // DefaultQueueName is the queue every app gets at creation, used when an
@@ -110,4 +121,201 @@ func (s *Store) queueOne(ctx context.Context, query string, args pgx.NamedArgs) 
 		return nil, notFound(err, "getting queue")
 	}
 	return q, nil
+}
+
+// QueueLock returns one of an app's queues and locks it until the end of the
+// transaction, so concurrent changes to it apply one at a time. Call it on a
+// Store from Tx. It does not block email being accepted into the queue.
+func (s *Store) QueueLock(ctx context.Context, appID, id uuid.UUID) (*Queue, error) {
+	return s.queueOne(ctx, s.q.QueueLock, pgx.NamedArgs{"app_id": appID, "id": id})
+}
+
+// QueueLockForDelete is QueueLock for a deletion: it also waits for email
+// being accepted into the queue to commit, and holds back any more until the
+// transaction ends, so what QueueHolds counts afterwards is complete.
+func (s *Store) QueueLockForDelete(ctx context.Context, appID, id uuid.UUID) (*Queue, error) {
+	return s.queueOne(ctx, s.q.QueueLockForDelete, pgx.NamedArgs{"app_id": appID, "id": id})
+}
+
+// QueueListParams page through an app's queues, newest first.
+type QueueListParams struct {
+	AppID uuid.UUID
+	After *Cursor
+	Limit int
+}
+
+// QueueList returns up to Limit of an app's live queues and whether more
+// follow.
+func (s *Store) QueueList(ctx context.Context, p *QueueListParams) ([]*Queue, bool, error) {
+	args := pgx.NamedArgs{"app_id": p.AppID, "cursor_created_at": nil, "cursor_id": nil, "limit": p.Limit + 1}
+	if p.After != nil {
+		args["cursor_created_at"], args["cursor_id"] = p.After.CreatedAt, p.After.ID
+	}
+	rows, err := s.db.Query(ctx, s.q.QueueList, args)
+	if err != nil {
+		return nil, false, fmt.Errorf("listing queues: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByName[Queue])
+	if err != nil {
+		return nil, false, fmt.Errorf("listing queues: %w", err)
+	}
+	more := len(list) > p.Limit
+	if more {
+		list = list[:p.Limit]
+	}
+	return list, more, nil
+}
+
+// QueueUpdate writes every editable field of q (name, priority, rate limit,
+// retries, retry delay, SMTP config, settings) to the queue q.ID of app
+// q.AppID; the caller merges a partial request into the current row first.
+// ErrConflict if the app has another queue of that name; ErrNotFound if the
+// queue is gone or q.SMTPConfigID is not one of the app's configs.
+func (s *Store) QueueUpdate(ctx context.Context, q *Queue) (*Queue, error) {
+	rows, err := s.db.Query(ctx, s.q.QueueUpdate, pgx.NamedArgs{
+		"app_id": q.AppID, "id": q.ID, "name": q.Name, "priority": q.Priority,
+		"rate_limit": q.RateLimit, "max_retries": q.MaxRetries, "retry_delay": q.RetryDelay,
+		"smtp_config_id": q.SMTPConfigID, "settings": q.Settings,
+	})
+	if err == nil {
+		var out *Queue
+		out, err = pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[Queue])
+		if err == nil {
+			return out, nil
+		}
+	}
+	switch {
+	case uniqueViolation(err):
+		return nil, fmt.Errorf("updating queue %s to name %q: %w", q.ID, q.Name, ErrConflict)
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("updating queue %s (smtp config %v): %w", q.ID, q.SMTPConfigID, ErrNotFound)
+	}
+	return nil, fmt.Errorf("updating queue %s: %w", q.ID, err)
+}
+
+// QueueSetState sets a queue's paused and draining flags; nil leaves a flag
+// unchanged. Setting a flag to the value it has is a no-op, so pause, resume
+// and drain can be repeated safely.
+func (s *Store) QueueSetState(ctx context.Context, appID, id uuid.UUID, paused, draining *bool) (*Queue, error) {
+	return s.queueOne(ctx, s.q.QueueSetState, pgx.NamedArgs{
+		"app_id": appID, "id": id, "is_paused": paused, "is_draining": draining,
+	})
+}
+
+// QueueDelete soft-deletes one of an app's queues: it disappears from every
+// lookup and its name may be reused, while its emails keep pointing at it.
+func (s *Store) QueueDelete(ctx context.Context, appID, id uuid.UUID) error {
+	tag, err := s.db.Exec(ctx, s.q.QueueDelete, pgx.NamedArgs{"app_id": appID, "id": id})
+	if err != nil {
+		return fmt.Errorf("deleting queue %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("deleting queue %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// QueueHoldings is what a queue still holds that stands in the way of
+// deleting it.
+type QueueHoldings struct {
+	// Pending counts emails queued or being sent.
+	Pending int64 `db:"pending"`
+	// ScheduledJobs counts the scheduled jobs that create email in the queue.
+	ScheduledJobs int64 `db:"scheduled_jobs"`
+}
+
+// QueueHolds counts what a queue still holds. Call it after
+// QueueLockForDelete in the same transaction for a count that stays true
+// until commit.
+func (s *Store) QueueHolds(ctx context.Context, appID, queueID uuid.UUID) (*QueueHoldings, error) {
+	rows, err := s.db.Query(ctx, s.q.QueueHolds, pgx.NamedArgs{"app_id": appID, "queue_id": queueID})
+	if err != nil {
+		return nil, fmt.Errorf("counting what queue %s holds: %w", queueID, err)
+	}
+	h, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[QueueHoldings])
+	if err != nil {
+		return nil, fmt.Errorf("counting what queue %s holds: %w", queueID, err)
+	}
+	return h, nil
+}
+
+// QueueCancelQueued cancels every email of the queue that is still queued
+// (scheduled ones included) and records a "cancelled" event with data for
+// each, in the transaction of s; it returns how many it cancelled. Emails
+// already being sent are left to finish.
+func (s *Store) QueueCancelQueued(ctx context.Context, appID, queueID uuid.UUID, data any) (int, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return 0, fmt.Errorf("encoding cancelled event: %w", err)
+	}
+	var n int
+	err = s.Tx(ctx, func(tx *Store) error {
+		rows, err := tx.db.Query(ctx, tx.q.QueueCancelQueued, pgx.NamedArgs{"app_id": appID, "queue_id": queueID})
+		if err != nil {
+			return fmt.Errorf("cancelling emails of queue %s: %w", queueID, err)
+		}
+		type moved struct {
+			ID        uuid.UUID `db:"id"`
+			CreatedAt time.Time `db:"created_at"`
+		}
+		emails, err := pgx.CollectRows(rows, pgx.RowToStructByName[moved])
+		if err != nil {
+			return fmt.Errorf("cancelling emails of queue %s: %w", queueID, err)
+		}
+		if n = len(emails); n == 0 {
+			return nil
+		}
+		ids := make([]uuid.UUID, n)
+		ats := make([]time.Time, n)
+		emailIDs := make([]uuid.UUID, n)
+		for i, e := range emails {
+			// The event's UUIDv7 carries its created_at, which pins its
+			// partition; an email never has events older than itself.
+			ids[i], ats[i] = NewID()
+			if ats[i].Before(e.CreatedAt) {
+				ats[i] = e.CreatedAt
+			}
+			emailIDs[i] = e.ID
+		}
+		_, err = tx.db.Exec(ctx, tx.q.QueueCancelEvents, pgx.NamedArgs{
+			"app_id": appID, "ids": ids, "created_ats": ats, "email_ids": emailIDs,
+			"event_data": json.RawMessage(raw),
+		})
+		if err != nil {
+			return fmt.Errorf("recording cancelled events of queue %s: %w", queueID, err)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// QueueStats are the counts of a queue's emails by state.
+type QueueStats struct {
+	// Pending are queued and due now.
+	Pending int64 `db:"pending"`
+	// Scheduled are queued for a later time or waiting for a retry.
+	Scheduled  int64 `db:"scheduled"`
+	Processing int64 `db:"processing"`
+	// Sent counts sent and delivered emails.
+	Sent      int64 `db:"sent"`
+	Failed    int64 `db:"failed"`
+	Cancelled int64 `db:"cancelled"`
+	// OldestPendingAgeSeconds is how long the oldest due email has waited;
+	// nil when none is pending.
+	OldestPendingAgeSeconds *float64 `db:"oldest_pending_age_seconds"`
+}
+
+// QueueStats counts one of an app's queues' emails by state. It reads every
+// partition of emails: fine for a stats endpoint, not for a hot path.
+// ErrNotFound if the queue is not one of the app's live queues.
+func (s *Store) QueueStats(ctx context.Context, appID, queueID uuid.UUID) (*QueueStats, error) {
+	rows, err := s.db.Query(ctx, s.q.QueueStats, pgx.NamedArgs{"app_id": appID, "queue_id": queueID})
+	if err != nil {
+		return nil, fmt.Errorf("counting emails of queue %s: %w", queueID, err)
+	}
+	st, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[QueueStats])
+	if err != nil {
+		return nil, notFound(err, "counting emails of queue "+queueID.String())
+	}
+	return st, nil
 }

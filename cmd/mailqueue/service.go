@@ -75,6 +75,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &jobs.SendWorker{
 			Store: st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
+			SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer},
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})

@@ -45,6 +45,7 @@ CREATE TABLE apps (
     updated_at            timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX apps_is_active_idx ON apps (is_active);
+CREATE INDEX apps_created_idx ON apps (created_at DESC, id DESC); -- ListApps keyset
 
 CREATE TABLE smtp_configs (
     id              uuid PRIMARY KEY,
@@ -63,7 +64,9 @@ CREATE TABLE smtp_configs (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX smtp_configs_app_id_idx ON smtp_configs (app_id);
+-- Names are unique per app (the API answers 409); the index also serves
+-- every lookup by app.
+CREATE UNIQUE INDEX smtp_configs_app_name_idx ON smtp_configs (app_id, name);
 
 -- API keys are high-entropy tokens, so a SHA-256 digest with a unique index
 -- is the right store (DESIGN.md, decision 4); bcrypt is for user passwords.

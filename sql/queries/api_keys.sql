@@ -6,7 +6,7 @@ INSERT INTO api_keys (id, app_id, name, key_prefix, key_hash, key_last4, scopes,
 VALUES (@id, @app_id, @name, @key_prefix, @key_hash, @key_last4, @scopes, @rate_limit,
         @ip_allowlist, @expires_at)
 RETURNING id, app_id, name, key_prefix, key_last4, scopes, rate_limit, ip_allowlist, last_used_at,
-          expires_at, grace_expires_at, is_active, created_at, updated_at;
+          expires_at, grace_expires_at, replaced_by, is_active, created_at, updated_at;
 
 -- name: APIKeyGetByHash
 -- The authentication lookup: one indexed probe, with what the auth check
@@ -23,3 +23,51 @@ UPDATE api_keys
 SET last_used_at = greatest(last_used_at, t.used_at)
 FROM unnest(@ids::uuid[], @used_at::timestamptz[]) AS t(id, used_at)
 WHERE api_keys.id = t.id;
+
+-- name: APIKeyGet
+SELECT id, app_id, name, key_prefix, key_last4, scopes, rate_limit, ip_allowlist, last_used_at,
+       expires_at, grace_expires_at, replaced_by, is_active, created_at, updated_at
+FROM api_keys
+WHERE app_id = @app_id AND id = @id;
+
+-- name: APIKeyGetForUpdate
+-- Locks the key for the rest of the transaction, so a revocation and a
+-- rotation of the same key cannot interleave.
+SELECT id, app_id, name, key_prefix, key_last4, scopes, rate_limit, ip_allowlist, last_used_at,
+       expires_at, grace_expires_at, replaced_by, is_active, created_at, updated_at
+FROM api_keys
+WHERE app_id = @app_id AND id = @id
+FOR UPDATE;
+
+-- name: APIKeyList
+-- Keyset pagination, newest first; the cursor is the last row's (created_at, id).
+SELECT id, app_id, name, key_prefix, key_last4, scopes, rate_limit, ip_allowlist, last_used_at,
+       expires_at, grace_expires_at, replaced_by, is_active, created_at, updated_at
+FROM api_keys
+WHERE app_id = @app_id
+  AND (@cursor_created_at::timestamptz IS NULL
+       OR (created_at, id) < (@cursor_created_at, @cursor_id::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT @limit;
+
+-- name: APIKeyRetire
+-- Ends a key: at once (is_active false, on revocation or a rotation without
+-- grace) or at grace_expires_at, when rotation hands over to replaced_by.
+UPDATE api_keys
+SET is_active = @is_active,
+    grace_expires_at = coalesce(@grace_expires_at::timestamptz, grace_expires_at),
+    replaced_by = coalesce(@replaced_by::uuid, replaced_by),
+    updated_at = now()
+WHERE app_id = @app_id AND id = @id
+RETURNING id, app_id, name, key_prefix, key_last4, scopes, rate_limit, ip_allowlist, last_used_at,
+          expires_at, grace_expires_at, replaced_by, is_active, created_at, updated_at;
+
+-- name: APIKeyCountUsableAdmin
+-- How many of an app's keys other than @id can still call admin
+-- operations: revoking the last of them would lock the app out.
+SELECT count(*)
+FROM api_keys
+WHERE app_id = @app_id AND id <> @id AND is_active
+  AND 'admin' = ANY (scopes)
+  AND (expires_at IS NULL OR expires_at > now())
+  AND (grace_expires_at IS NULL OR grace_expires_at > now());
