@@ -114,6 +114,10 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	if e.QueueIsPaused {
 		return river.JobSnooze(pausedSnooze)
 	}
+	if !e.AppIsActive {
+		// A deactivated app's email waits, unsent, in case it is reactivated.
+		return river.JobSnooze(inactiveSnooze)
+	}
 
 	moved, err := w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
 		ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusProcessing,
@@ -170,6 +174,10 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 // pausedSnooze is how long a job of a paused queue waits before looking again.
 const pausedSnooze = 15 * time.Second
 
+// inactiveSnooze is how long a job of a deactivated app waits before looking
+// again; reactivation is rare, so this can be long.
+const inactiveSnooze = time.Minute
+
 // fail records a failed attempt: dead (status failed) if the error is
 // permanent or this was the last attempt, otherwise back to queued for the
 // next one.
@@ -185,20 +193,30 @@ func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river
 		ID: e.ID, From: []string{store.StatusProcessing}, LastError: &msg,
 		RetryCount: ptr(int16(job.Attempt)), Data: data, At: w.now(),
 	}
+	stop := permanent
 	switch {
+	case mail.IsUncertain(sendErr):
+		// The whole message went out and no answer came back: the server
+		// may have it. Resending blindly is how duplicates happen, so the
+		// queue's policy decides: "fail" stops here, "retry" (the default)
+		// allows one more attempt, flagged, and stops after that.
+		retry := e.QueueSettings.UncertainPolicy != "fail" && e.UncertainAttempts == 0 && !last
+		p.Event, data["will_retry"] = "uncertain", retry
+		if retry {
+			p.Status = store.StatusQueued
+		} else {
+			p.Status, stop = store.StatusUncertain, true
+		}
 	case last:
 		p.Status, p.Event = store.StatusFailed, "failed"
 		data["permanent"] = permanent
-	case mail.IsUncertain(sendErr):
-		// The server may have the message: say so in the history.
-		p.Status, p.Event = store.StatusQueued, "uncertain"
 	default:
 		p.Status, p.Event = store.StatusQueued, "deferred"
 	}
 	if _, err := w.Store.EmailTransition(ctx, p); err != nil {
 		return errors.Join(sendErr, err)
 	}
-	if permanent {
+	if stop {
 		return river.JobCancel(sendErr)
 	}
 	return sendErr

@@ -45,6 +45,8 @@ type harnessOptions struct {
 	retryDelay []int32
 	// server overrides the default SMTP server (the sink).
 	server *mail.Server
+	// settings are the queue's settings.
+	settings store.QueueSettings
 }
 
 // harness is a real send pipeline: a fresh database, a River client working
@@ -122,6 +124,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	queue, err := st.QueueInsert(ctx, &store.QueueInsertParams{
 		AppID: app.ID, Name: "default", Priority: 5, MaxRetries: o.maxRetries, RetryDelay: delay,
+		Settings: o.settings,
 	})
 	if err != nil {
 		t.Fatalf("QueueInsert: %v", err)
@@ -466,6 +469,72 @@ func TestSendUncertainDelivery(t *testing.T) {
 		t.Errorf("sink stats %+v, want a dropped message and none accepted", st)
 	}
 	h.waitJob(t, *e.JobID, rivertype.JobStateRetryable, rivertype.JobStateAvailable)
+}
+
+// An uncertain delivery is retried once, flagged, and a second uncertain
+// outcome ends it as "uncertain": never a string of blind resends.
+func TestSendUncertainRetriedOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{maxRetries: 5, retryDelay: []int32{1}})
+	e := h.insert(t, h.params("drop@example.com"))
+
+	got := h.waitEmail(t, e.ID, "uncertain", func(e *store.Email) bool { return e.Status == store.StatusUncertain })
+	if got.RetryCount != 2 {
+		t.Errorf("retry_count = %d, want 2 (two attempts)", got.RetryCount)
+	}
+	evs := h.events(t, e.ID)
+	want := []string{"queued", "processing", "uncertain", "processing", "uncertain"}
+	if types := eventTypes(evs); !slices.Equal(types, want) {
+		t.Fatalf("events = %v, want %v", types, want)
+	}
+	var flags []any
+	for _, ev := range evs {
+		if ev.Type == "uncertain" {
+			flags = append(flags, eventData(t, ev)["will_retry"])
+		}
+	}
+	if !slices.Equal(flags, []any{true, false}) {
+		t.Errorf("will_retry flags = %v, want [true false]", flags)
+	}
+	if st := h.sink.Stats(); st.Dropped != 2 {
+		t.Errorf("sink dropped %d sends, want exactly 2", st.Dropped)
+	}
+	h.waitJob(t, *e.JobID, rivertype.JobStateCancelled)
+}
+
+// With uncertain_policy "fail" the first uncertain outcome is final.
+func TestSendUncertainPolicyFail(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{maxRetries: 5, retryDelay: []int32{1},
+		settings: store.QueueSettings{UncertainPolicy: "fail"}})
+	e := h.insert(t, h.params("drop@example.com"))
+
+	h.waitEmail(t, e.ID, "uncertain", func(e *store.Email) bool { return e.Status == store.StatusUncertain })
+	h.waitJob(t, *e.JobID, rivertype.JobStateCancelled)
+	if st := h.sink.Stats(); st.Dropped != 1 {
+		t.Errorf("sink dropped %d sends, want exactly 1", st.Dropped)
+	}
+}
+
+// A deactivated app's email is not sent; it waits for reactivation.
+func TestSendInactiveAppWaits(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{maxRetries: 3})
+	e := h.insertLater(t, h.params("someone@example.com"))
+	if _, err := h.pool.Exec(t.Context(), `UPDATE apps SET is_active = false WHERE id = $1`, h.app.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.JobRetry(t.Context(), *e.JobID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitJob(t, *e.JobID, rivertype.JobStateScheduled)
+	got, err := h.st.EmailGet(t.Context(), h.app.ID, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.StatusQueued || h.sink.Stats().Connections != 0 {
+		t.Errorf("status %s, sink %+v: want queued and untouched", got.Status, h.sink.Stats())
+	}
 }
 
 // insertLater inserts an email whose job waits an hour, so the test can

@@ -176,8 +176,12 @@ func (s *Store) EmailGet(ctx context.Context, appID, id uuid.UUID) (*Email, erro
 // EmailForSend is an email as the send worker needs it.
 type EmailForSend struct {
 	Email
-	QueueSMTPConfigID *uuid.UUID `db:"queue_smtp_config_id"`
-	QueueIsPaused     bool       `db:"queue_is_paused"`
+	QueueSMTPConfigID *uuid.UUID    `db:"queue_smtp_config_id"`
+	QueueIsPaused     bool          `db:"queue_is_paused"`
+	QueueSettings     QueueSettings `db:"queue_settings"`
+	AppIsActive       bool          `db:"app_is_active"`
+	// UncertainAttempts counts earlier attempts whose outcome was unknown.
+	UncertainAttempts int64 `db:"uncertain_attempts"`
 }
 
 // EmailGetForSend returns an email for the worker sending it, with no app
