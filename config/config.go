@@ -56,7 +56,11 @@ type Config struct {
 	LogLevel string `envconfig:"MQ_LOG_LEVEL" default:"info"`
 	// Workers is the total number of concurrent send workers, shared out
 	// between the priority lanes.
-	Workers int `envconfig:"MQ_WORKERS" default:"64"`
+	Workers int `envconfig:"MQ_WORKERS" default:"128"`
+	// FetchCooldown is the shortest pause between two fetches of jobs by one
+	// lane. With River's default (100 ms) a lane of N workers can start at
+	// most 10·N jobs a second, far below what the SMTP side can take.
+	FetchCooldown time.Duration `envconfig:"MQ_FETCH_COOLDOWN" default:"5ms"`
 	// ShutdownTimeout bounds the wait for in-flight sends on SIGTERM.
 	ShutdownTimeout time.Duration `envconfig:"MQ_SHUTDOWN_TIMEOUT" default:"30s"`
 	// JobRescueAfter is how long a job may sit in "running" after its
@@ -67,7 +71,10 @@ type Config struct {
 	// MaxBatchBodyBytes caps the body of POST /v1/emails/batch.
 	MaxBatchBodyBytes int64 `envconfig:"MQ_MAX_BATCH_BODY_BYTES" default:"10485760"`
 	// DBMaxConns caps the PostgreSQL pool of one process.
-	DBMaxConns int32 `envconfig:"MQ_DB_MAX_CONNS" default:"20"`
+	DBMaxConns int32 `envconfig:"MQ_DB_MAX_CONNS" default:"40"`
+	// PprofAddr, when set, serves Go's profiler (net/http/pprof) there. Keep
+	// it on a loopback address: profiles reveal internals.
+	PprofAddr string `envconfig:"MQ_PPROF_ADDR"`
 
 	encryptionKey  []byte
 	previousKeys   [][]byte
@@ -193,6 +200,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBatchBodyBytes < c.MaxBodyBytes {
 		bad("MAX_BATCH_BODY_BYTES", "must be at least MQ_MAX_BODY_BYTES")
+	}
+	if c.FetchCooldown < time.Millisecond || c.FetchCooldown > time.Second {
+		bad("FETCH_COOLDOWN", "must be between 1ms and 1s, not %s", c.FetchCooldown)
 	}
 	if c.APIKeyGracePeriod < 0 {
 		bad("API_KEY_GRACE_PERIOD", "must not be negative")

@@ -73,6 +73,16 @@ type SendWorker struct {
 	// SMTP picks each email's server from its queue's SMTP config, with a
 	// cache; when nil, configs are read per email with Box and DefaultServer.
 	SMTP *SMTPResolver
+	// Transitions batches status writes across workers; when nil, each is
+	// written on its own.
+	Transitions *TransitionWriter
+}
+
+func (w *SendWorker) transition(ctx context.Context, p *store.EmailTransitionParams) (bool, error) {
+	if w.Transitions != nil {
+		return w.Transitions.Transition(ctx, p)
+	}
+	return w.Store.EmailTransition(ctx, p)
 }
 
 // NextRetry follows the queue's retry schedule; past its end the last delay
@@ -105,7 +115,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	}
 	now := w.now()
 	if e.ExpiresAt != nil && now.After(*e.ExpiresAt) {
-		_, err := w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+		_, err := w.transition(ctx, &store.EmailTransitionParams{
 			ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusExpired,
 			Event: "expired", Data: map[string]any{"expires_at": e.ExpiresAt}, At: now,
 		})
@@ -119,7 +129,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		return river.JobSnooze(inactiveSnooze)
 	}
 
-	moved, err := w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+	moved, err := w.transition(ctx, &store.EmailTransitionParams{
 		ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusProcessing,
 		Event: "processing", Data: map[string]any{"attempt": job.Attempt}, At: now,
 	})
@@ -134,7 +144,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		// Sandbox email runs the whole pipeline but never reaches SMTP
 		// (DESIGN.md, decision 9).
 		sentAt := w.now()
-		_, err := w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+		_, err := w.transition(ctx, &store.EmailTransitionParams{
 			ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusSent, Event: "sent",
 			Data: map[string]any{"sandbox": true, "attempt": job.Attempt}, SentAt: &sentAt, At: sentAt,
 		})
@@ -156,7 +166,8 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		return w.fail(ctx, e, job, err, mail.IsPermanent(err))
 	}
 	sentAt := w.now()
-	_, err = w.Store.EmailTransition(ctx, &store.EmailTransitionParams{
+	// The message is out: record it even if the job is being cancelled.
+	_, err = w.transition(context.WithoutCancel(ctx), &store.EmailTransitionParams{
 		ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusSent, Event: "sent",
 		Data: map[string]any{
 			"smtp_host": srv.Host, "attempt": job.Attempt,
@@ -200,7 +211,11 @@ func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river
 		// may have it. Resending blindly is how duplicates happen, so the
 		// queue's policy decides: "fail" stops here, "retry" (the default)
 		// allows one more attempt, flagged, and stops after that.
-		retry := e.QueueSettings.UncertainPolicy != "fail" && e.UncertainAttempts == 0 && !last
+		earlier, err := w.Store.EventCount(ctx, e.ID, "uncertain")
+		if err != nil {
+			return errors.Join(sendErr, err)
+		}
+		retry := e.QueueSettings.UncertainPolicy != "fail" && earlier == 0 && !last
 		p.Event, data["will_retry"] = "uncertain", retry
 		if retry {
 			p.Status = store.StatusQueued
@@ -213,7 +228,7 @@ func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river
 	default:
 		p.Status, p.Event = store.StatusQueued, "deferred"
 	}
-	if _, err := w.Store.EmailTransition(ctx, p); err != nil {
+	if _, err := w.transition(ctx, p); err != nil {
 		return errors.Join(sendErr, err)
 	}
 	if stop {

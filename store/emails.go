@@ -24,6 +24,7 @@ type emailQueries struct {
 type eventQueries struct {
 	EventInsert string
 	EventList   string
+	EventCount  string
 }
 
 // Email statuses, as the email_status enum holds them.
@@ -180,8 +181,6 @@ type EmailForSend struct {
 	QueueIsPaused     bool          `db:"queue_is_paused"`
 	QueueSettings     QueueSettings `db:"queue_settings"`
 	AppIsActive       bool          `db:"app_is_active"`
-	// UncertainAttempts counts earlier attempts whose outcome was unknown.
-	UncertainAttempts int64 `db:"uncertain_attempts"`
 }
 
 // EmailGetForSend returns an email for the worker sending it, with no app
@@ -259,25 +258,65 @@ type EmailTransitionParams struct {
 // nothing, when the email is not in one of p.From (cancelled, already sent,
 // or taken by another worker).
 func (s *Store) EmailTransition(ctx context.Context, p *EmailTransitionParams) (bool, error) {
+	args, err := transitionArgs(p)
+	if err != nil {
+		return false, err
+	}
+	tag, err := s.db.Exec(ctx, s.q.EmailTransition, args)
+	if err != nil {
+		return false, fmt.Errorf("moving email %s to %s: %w", p.ID, p.Status, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// EmailTransitionBatch applies many transitions in one transaction, sent to
+// the server as one pipeline: one round trip and one commit for all of
+// them. It reports, per transition, whether it applied. Any error fails the
+// whole batch (nothing is applied), so callers can retry them one by one.
+func (s *Store) EmailTransitionBatch(ctx context.Context, ps []*EmailTransitionParams) ([]bool, error) {
+	out := make([]bool, len(ps))
+	err := s.Tx(ctx, func(tx *Store) error {
+		b := &pgx.Batch{}
+		for _, p := range ps {
+			args, err := transitionArgs(p)
+			if err != nil {
+				return err
+			}
+			b.Queue(tx.q.EmailTransition, args)
+		}
+		br := tx.tx.SendBatch(ctx, b)
+		for i, p := range ps {
+			tag, err := br.Exec()
+			if err != nil {
+				_ = br.Close()
+				return fmt.Errorf("moving email %s to %s: %w", p.ID, p.Status, err)
+			}
+			out[i] = tag.RowsAffected() == 1
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func transitionArgs(p *EmailTransitionParams) (pgx.NamedArgs, error) {
 	data, err := json.Marshal(p.Data)
 	if err != nil {
-		return false, fmt.Errorf("encoding %s event: %w", p.Event, err)
+		return nil, fmt.Errorf("encoding %s event: %w", p.Event, err)
 	}
 	eventID, _ := NewID()
 	at := p.At
 	if at.IsZero() {
 		at = time.Now()
 	}
-	tag, err := s.db.Exec(ctx, s.q.EmailTransition, pgx.NamedArgs{
+	return pgx.NamedArgs{
 		"id": p.ID, "created_at": IDTime(p.ID), "from_statuses": p.From, "status": p.Status,
 		"set_last_error": p.LastError != nil || p.ClearError, "last_error": p.LastError,
 		"retry_count": p.RetryCount, "sent_at": p.SentAt, "at": at,
 		"event_id": eventID, "event_type": p.Event, "event_data": json.RawMessage(data),
-	})
-	if err != nil {
-		return false, fmt.Errorf("moving email %s to %s: %w", p.ID, p.Status, err)
-	}
-	return tag.RowsAffected() == 1, nil
+	}, nil
 }
 
 // Event is one step in an email's history.
@@ -366,4 +405,16 @@ func rawOrNil(r json.RawMessage) any {
 		return nil
 	}
 	return r
+}
+
+// EventCount counts an email's events of one type.
+func (s *Store) EventCount(ctx context.Context, emailID uuid.UUID, eventType string) (int64, error) {
+	var n int64
+	err := s.db.QueryRow(ctx, s.q.EventCount, pgx.NamedArgs{
+		"email_id": emailID, "email_created_at": IDTime(emailID), "event_type": eventType,
+	}).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting %s events of email %s: %w", eventType, emailID, err)
+	}
+	return n, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only when MQ_PPROF_ADDR is set
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,6 +46,14 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		return err
 	}
 
+	if cfg.PprofAddr != "" {
+		go func() {
+			// DefaultServeMux carries net/http/pprof's handlers.
+			err := http.ListenAndServe(cfg.PprofAddr, http.DefaultServeMux)
+			logger.Warn("profiler stopped", "error", err)
+		}()
+	}
+
 	serve := cmd == "serve" || cmd == "all"
 	work := cmd == "work" || cmd == "all"
 	receive := cmd == "inbound" || cmd == "all"
@@ -63,8 +72,11 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	// also runs them. One client serves both in `all`.
 	enqueuer := &lateEnqueuer{}
 	st := store.New(pool, enqueuer)
-	riverCfg := &river.Config{Logger: logger, RescueStuckJobsAfter: cfg.JobRescueAfter}
+	riverCfg := &river.Config{
+		Logger: logger, RescueStuckJobsAfter: cfg.JobRescueAfter, FetchCooldown: cfg.FetchCooldown,
+	}
 	var pools *mail.Pools
+	var transitions *jobs.TransitionWriter
 	if work {
 		pools = mail.NewPools(logger)
 		defer pools.CloseAll()
@@ -73,8 +85,10 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 			return err
 		}
 		workers := river.NewWorkers()
+		transitions = jobs.NewTransitionWriter(st, logger, 256)
 		river.AddWorker(workers, &jobs.SendWorker{
-			Store: st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
+			Transitions: transitions,
+			Store:       st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
 			SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer},
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
@@ -101,6 +115,10 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	}
 
 	if work {
+		transitions.Start()
+		// Stopped after the workers (stops run in reverse order), so every
+		// status of a finished send is written.
+		stops = append(stops, func(context.Context) error { transitions.Stop(); return nil })
 		// Not ctx: cancelling River's start context cancels running jobs,
 		// and a signal must let in-flight sends finish (Stop, below).
 		if err := client.Start(context.WithoutCancel(ctx)); err != nil {

@@ -14,3 +14,10 @@ WHERE app_id = @app_id AND email_id = @email_id AND created_at >= @email_created
        OR (created_at, id) > (@cursor_created_at, @cursor_id::uuid))
 ORDER BY created_at, id
 LIMIT @limit;
+
+-- name: EventCount
+-- How many events of one type an email has; the send worker asks only
+-- when it must (after an uncertain delivery), never per email.
+SELECT count(*)
+FROM email_events
+WHERE email_id = @email_id AND created_at >= @email_created_at AND event_type = @event_type;

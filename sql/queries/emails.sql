@@ -37,10 +37,7 @@ SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_i
        e.delivered_at, e.updated_at,
        NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt,
        q.smtp_config_id AS queue_smtp_config_id, q.is_paused AS queue_is_paused,
-       q.settings AS queue_settings, a.is_active AS app_is_active,
-       (SELECT count(*) FROM email_events ev
-        WHERE ev.email_id = e.id AND ev.created_at >= e.created_at
-          AND ev.event_type = 'uncertain') AS uncertain_attempts
+       q.settings AS queue_settings, a.is_active AS app_is_active
 FROM emails e
 JOIN queues q ON q.id = e.queue_id
 JOIN apps a ON a.id = e.app_id

@@ -44,13 +44,16 @@ func (b *bench) ceilings(ctx context.Context) error {
 	rows = append(rows, pgRows...)
 	for _, v := range []struct {
 		jobs, workers int
+		cooldown      time.Duration
 		how           string
 	}{
-		{b.o.riverJobs, 100, "100 workers, River's default fetch cooldown (100 ms)"},
-		{max(100, b.o.riverJobs/10), 22, "22 workers (the service's normal lane at MQ_WORKERS=64), default fetch cooldown"},
+		{b.o.riverJobs, 100, 0, "100 workers, River's default fetch cooldown (100 ms)"},
+		{max(100, b.o.riverJobs/10), 22, 0, "22 workers (the service's normal lane at MQ_WORKERS=64), default fetch cooldown"},
+		{b.o.riverJobs, 22, 5 * time.Millisecond, "22 workers, 5 ms fetch cooldown (the service's settings)"},
+		{b.o.riverJobs, 100, 5 * time.Millisecond, "100 workers, 5 ms fetch cooldown"},
 	} {
 		b.logf("ceilings: River, %d jobs, %d workers", v.jobs, v.workers)
-		ins, work, err := b.riverCeiling(ctx, v.jobs, v.workers)
+		ins, work, err := b.riverCeiling(ctx, v.jobs, v.workers, v.cooldown)
 		if err != nil {
 			return err
 		}
@@ -58,7 +61,7 @@ func (b *bench) ceilings(ctx context.Context) error {
 		add("River: work no-op jobs", v.how+"; from insert until all completed", int64(v.jobs), work, "jobs")
 	}
 	b.rep.table([]string{"component", "how", "count", "time", "rate"}, rows)
-	b.rep.para("A River queue fetches at most MaxWorkers jobs per fetch and waits FetchCooldown (100 ms by default) between fetches, so one queue works at most about MaxWorkers × 10 short jobs/s. That bounds the service's delivery rate per lane whatever the CPU.")
+	b.rep.para("A River queue fetches at most MaxWorkers jobs per fetch and waits FetchCooldown between fetches, so with River's default (100 ms) one queue works at most about MaxWorkers × 10 short jobs/s. The service sets MQ_FETCH_COOLDOWN (5 ms by default); the 5 ms rows show River's own ceiling on this machine with that setting.")
 	return nil
 }
 
@@ -190,15 +193,16 @@ func (w *noopWorker) Work(context.Context, *river.Job[noopArgs]) error {
 
 // riverCeiling inserts n no-op jobs with one InsertMany and times it, and
 // the time from the insert until a client with maxWorkers completed them all.
-func (b *bench) riverCeiling(ctx context.Context, n, maxWorkers int) (insert, work time.Duration, err error) {
+func (b *bench) riverCeiling(ctx context.Context, n, maxWorkers int, cooldown time.Duration) (insert, work time.Duration, err error) {
 	const queue = "bench_ceiling"
 	var done atomic.Int64
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &noopWorker{done: &done})
 	client, err := river.NewClient(riverpgxv5.New(b.pool), &river.Config{
-		Logger:  slog.New(slog.DiscardHandler),
-		Queues:  map[string]river.QueueConfig{queue: {MaxWorkers: maxWorkers}},
-		Workers: workers,
+		Logger:        slog.New(slog.DiscardHandler),
+		Queues:        map[string]river.QueueConfig{queue: {MaxWorkers: maxWorkers}},
+		Workers:       workers,
+		FetchCooldown: cooldown, // 0 = River's default
 	})
 	if err != nil {
 		return 0, 0, err
