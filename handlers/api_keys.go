@@ -115,14 +115,8 @@ func (h *Handler) ListApiKeys(ctx context.Context, params oas.ListApiKeysParams)
 	if err != nil {
 		return nil, err
 	}
-	out := &oas.ApiKeyList{Data: make([]oas.ApiKeyInfo, 0, len(list)), HasMore: more}
-	for _, k := range list {
-		out.Data = append(out.Data, apiKeyToAPI(k))
-	}
-	if more {
-		last := list[len(list)-1]
-		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
-	}
+	out := &oas.ApiKeyList{HasMore: more}
+	out.Data, out.Cursor = page(h, list, more, apiKeyToAPI)
 	return out, nil
 }
 

@@ -95,14 +95,8 @@ func (h *Handler) ListApps(ctx context.Context, params oas.ListAppsParams) (*oas
 	if err != nil {
 		return nil, err
 	}
-	out := &oas.AppList{Data: make([]oas.App, 0, len(list)), HasMore: more}
-	for _, a := range list {
-		out.Data = append(out.Data, appToAPI(a))
-	}
-	if more {
-		last := list[len(list)-1]
-		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
-	}
+	out := &oas.AppList{HasMore: more}
+	out.Data, out.Cursor = page(h, list, more, appToAPI)
 	return out, nil
 }
 

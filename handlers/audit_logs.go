@@ -32,14 +32,8 @@ func (h *Handler) ListAuditLogs(ctx context.Context, params oas.ListAuditLogsPar
 	if err != nil {
 		return nil, err
 	}
-	out := &oas.AuditLogList{Data: make([]oas.AuditLog, 0, len(list)), HasMore: more}
-	for _, e := range list {
-		out.Data = append(out.Data, auditLogToAPI(e))
-	}
-	if more {
-		last := list[len(list)-1]
-		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
-	}
+	out := &oas.AuditLogList{HasMore: more}
+	out.Data, out.Cursor = page(h, list, more, auditLogToAPI)
 	return out, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/mailqueue/mailqueue/oas"
 	"github.com/mailqueue/mailqueue/store"
 )
 
@@ -52,4 +53,17 @@ func (c *cursors) sign(payload []byte) []byte {
 	m := hmac.New(sha256.New, c.key)
 	m.Write(payload)
 	return m.Sum(nil)[:16]
+}
+
+// page converts one page of rows for the response and returns the cursor
+// that continues after it, or none on the last page.
+func page[R interface{ Position() store.Cursor }, T any](h *Handler, rows []R, more bool, conv func(R) T) ([]T, oas.OptString) {
+	data := make([]T, 0, len(rows))
+	for _, r := range rows {
+		data = append(data, conv(r))
+	}
+	if !more || len(rows) == 0 {
+		return data, oas.OptString{}
+	}
+	return data, oas.NewOptString(h.cursors.encode(rows[len(rows)-1].Position()))
 }

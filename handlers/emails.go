@@ -144,15 +144,9 @@ func (h *Handler) ListEmails(ctx context.Context, params oas.ListEmailsParams) (
 	if err != nil {
 		return nil, err
 	}
-	out := &oas.EmailList{Data: make([]oas.Email, 0, len(list)), HasMore: more}
 	now := time.Now()
-	for _, e := range list {
-		out.Data = append(out.Data, emailToAPI(e, now))
-	}
-	if more {
-		last := list[len(list)-1]
-		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
-	}
+	out := &oas.EmailList{HasMore: more}
+	out.Data, out.Cursor = page(h, list, more, func(e *store.Email) oas.Email { return emailToAPI(e, now) })
 	return out, nil
 }
 
@@ -177,22 +171,20 @@ func (h *Handler) ListEmailEvents(ctx context.Context, params oas.ListEmailEvent
 	if err != nil {
 		return nil, err
 	}
-	out := &oas.EmailEventList{Data: make([]oas.EmailEvent, 0, len(list)), HasMore: more}
-	for _, ev := range list {
-		item := oas.EmailEvent{ID: ev.ID, EmailID: ev.EmailID, Type: oas.EmailEventType(ev.Type), CreatedAt: ev.CreatedAt}
-		if len(ev.Data) > 0 && string(ev.Data) != "null" {
-			var data oas.EventData
-			if err := data.UnmarshalJSON(ev.Data); err == nil {
-				item.Data = oas.NewOptEventData(data)
-			}
-		}
-		out.Data = append(out.Data, item)
-	}
-	if more {
-		last := list[len(list)-1]
-		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
-	}
+	out := &oas.EmailEventList{HasMore: more}
+	out.Data, out.Cursor = page(h, list, more, eventToAPI)
 	return out, nil
+}
+
+func eventToAPI(ev *store.Event) oas.EmailEvent {
+	item := oas.EmailEvent{ID: ev.ID, EmailID: ev.EmailID, Type: oas.EmailEventType(ev.Type), CreatedAt: ev.CreatedAt}
+	if len(ev.Data) > 0 && string(ev.Data) != "null" {
+		var data oas.EventData
+		if err := data.UnmarshalJSON(ev.Data); err == nil {
+			item.Data = oas.NewOptEventData(data)
+		}
+	}
+	return item
 }
 
 func (h *Handler) cursorParam(c oas.OptString) (*store.Cursor, error) {

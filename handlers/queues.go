@@ -104,14 +104,8 @@ func (h *Handler) ListQueues(ctx context.Context, params oas.ListQueuesParams) (
 	if err != nil {
 		return nil, err
 	}
-	out := &oas.QueueList{Data: make([]oas.Queue, 0, len(list)), HasMore: more}
-	for _, q := range list {
-		out.Data = append(out.Data, queueToAPI(q))
-	}
-	if more {
-		last := list[len(list)-1]
-		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
-	}
+	out := &oas.QueueList{HasMore: more}
+	out.Data, out.Cursor = page(h, list, more, queueToAPI)
 	return out, nil
 }
 

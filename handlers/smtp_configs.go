@@ -83,14 +83,8 @@ func (h *Handler) ListSmtpConfigs(ctx context.Context, params oas.ListSmtpConfig
 	if err != nil {
 		return nil, err
 	}
-	out := &oas.SmtpConfigList{Data: make([]oas.SmtpConfig, 0, len(list)), HasMore: more}
-	for _, c := range list {
-		out.Data = append(out.Data, smtpConfigToAPI(c))
-	}
-	if more {
-		last := list[len(list)-1]
-		out.Cursor = oas.NewOptString(h.cursors.encode(store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}))
-	}
+	out := &oas.SmtpConfigList{HasMore: more}
+	out.Data, out.Cursor = page(h, list, more, smtpConfigToAPI)
 	return out, nil
 }
 

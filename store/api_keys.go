@@ -203,3 +203,6 @@ func (s *Store) apiKeyOne(ctx context.Context, query string, args pgx.NamedArgs,
 	}
 	return k, nil
 }
+
+// Position is the place of an API key in a list.
+func (r *APIKey) Position() Cursor { return Cursor{CreatedAt: r.CreatedAt, ID: r.ID} }

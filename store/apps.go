@@ -144,3 +144,6 @@ func (s *Store) AppList(ctx context.Context, p *AppListParams) ([]*App, bool, er
 	}
 	return list, more, nil
 }
+
+// Position is the place of an app in a list.
+func (r *App) Position() Cursor { return Cursor{CreatedAt: r.CreatedAt, ID: r.ID} }

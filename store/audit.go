@@ -126,3 +126,6 @@ func emptyNil(s string) any {
 	}
 	return s
 }
+
+// Position is the place of an audit entry in a list.
+func (r *AuditEntry) Position() Cursor { return Cursor{CreatedAt: r.CreatedAt, ID: r.ID} }

@@ -208,11 +208,18 @@ type EmailListParams struct {
 	Limit   int
 }
 
-// Cursor is a position in a keyset-paginated list.
+// Cursor is a position in a keyset-paginated list: every list is ordered
+// by (created_at, id), and its rows report their place with Position.
 type Cursor struct {
 	CreatedAt time.Time `json:"t"`
 	ID        uuid.UUID `json:"i"`
 }
+
+// Position is e's place in a list of emails.
+func (e *Email) Position() Cursor { return Cursor{CreatedAt: e.CreatedAt, ID: e.ID} }
+
+// Position is e's place in a list of events.
+func (e *Event) Position() Cursor { return Cursor{CreatedAt: e.CreatedAt, ID: e.ID} }
 
 // EmailList returns up to Limit emails (without bodies) and whether more
 // follow.

@@ -319,3 +319,6 @@ func (s *Store) QueueStats(ctx context.Context, appID, queueID uuid.UUID) (*Queu
 	}
 	return st, nil
 }
+
+// Position is the place of a queue in a list.
+func (r *Queue) Position() Cursor { return Cursor{CreatedAt: r.CreatedAt, ID: r.ID} }

@@ -166,3 +166,6 @@ func (s *Store) smtpConfigOne(ctx context.Context, query string, args pgx.NamedA
 	}
 	return pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[SMTPConfig])
 }
+
+// Position is the place of an SMTP config in a list.
+func (r *SMTPConfig) Position() Cursor { return Cursor{CreatedAt: r.CreatedAt, ID: r.ID} }
