@@ -17,7 +17,6 @@ type emailQueries struct {
 	EmailGetForSend string
 	EmailList       string
 	EmailTransition string
-	EmailSetJob     string
 }
 
 // eventQueries are the statements of sql/queries/email_events.sql.
@@ -130,29 +129,27 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 		if p.From.Name != "" {
 			e.FromName = &p.From.Name
 		}
-		_, err := tx.db.Exec(ctx, tx.q.EmailInsert, pgx.NamedArgs{
+		// The job first, so the row is written once, with its job id. Nothing
+		// is visible to workers before the transaction commits.
+		jobID, err := tx.enqueue.EnqueueSendTx(ctx, tx.tx, e)
+		if err != nil {
+			return fmt.Errorf("enqueueing email %s: %w", e.ID, err)
+		}
+		e.JobID = &jobID
+		eventID, _ := NewID()
+		_, err = tx.db.Exec(ctx, tx.q.EmailInsert, pgx.NamedArgs{
 			"id": e.ID, "created_at": e.CreatedAt, "app_id": e.AppID, "queue_id": e.QueueID,
 			"batch_id": e.BatchID, "idempotency_key": p.IdempotencyKey, "message_id": e.MessageID,
 			"from_address": e.FromAddress, "from_name": e.FromName, "to_addresses": e.To,
 			"cc": nilIfEmpty(e.Cc), "bcc": nilIfEmpty(e.Bcc), "reply_to": e.ReplyTo,
 			"subject": e.Subject, "html_body": e.HTML, "text_body": e.Text,
 			"headers": nilIfEmptyMap(e.Headers), "personalization_data": rawOrNil(p.Personalizations),
-			"metadata": rawOrNil(e.Metadata), "sandbox": e.Sandbox, "priority": e.Priority, "max_retries": e.MaxRetries,
-			"scheduled_at": e.ScheduledAt, "expires_at": e.ExpiresAt,
+			"metadata": rawOrNil(e.Metadata), "sandbox": e.Sandbox, "priority": e.Priority,
+			"max_retries": e.MaxRetries, "job_id": jobID, "scheduled_at": e.ScheduledAt,
+			"expires_at": e.ExpiresAt, "event_id": eventID,
 		})
 		if err != nil {
 			return fmt.Errorf("inserting email: %w", err)
-		}
-		if err := tx.EventInsert(ctx, e, "queued", nil, createdAt); err != nil {
-			return err
-		}
-		jobID, err := tx.enqueue.EnqueueSendTx(ctx, tx.tx, e)
-		if err != nil {
-			return fmt.Errorf("enqueueing email %s: %w", e.ID, err)
-		}
-		e.JobID = &jobID
-		if _, err := tx.db.Exec(ctx, tx.q.EmailSetJob, pgx.NamedArgs{"id": e.ID, "created_at": e.CreatedAt, "job_id": jobID}); err != nil {
-			return fmt.Errorf("linking email %s to job: %w", e.ID, err)
 		}
 		out = e
 		return nil

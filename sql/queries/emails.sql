@@ -3,17 +3,20 @@
 -- so PostgreSQL touches exactly one partition.
 
 -- name: EmailInsert
-INSERT INTO emails (id, created_at, app_id, queue_id, batch_id, idempotency_key, message_id,
-                    from_address, from_name, to_addresses, cc, bcc, reply_to, subject, html_body,
-                    text_body, headers, personalization_data, metadata, status, sandbox, priority,
-                    max_retries, scheduled_at, expires_at, updated_at)
-VALUES (@id, @created_at, @app_id, @queue_id, @batch_id, @idempotency_key, @message_id,
-        @from_address, @from_name, @to_addresses, @cc, @bcc, @reply_to, @subject, @html_body,
-        @text_body, @headers, @personalization_data, @metadata, 'queued', @sandbox, @priority,
-        @max_retries, @scheduled_at, @expires_at, @created_at);
-
--- name: EmailSetJob
-UPDATE emails SET job_id = @job_id WHERE id = @id AND created_at = @created_at;
+-- The email and its "queued" event in one statement (one round trip).
+WITH email AS (
+    INSERT INTO emails (id, created_at, app_id, queue_id, batch_id, idempotency_key, message_id,
+                        from_address, from_name, to_addresses, cc, bcc, reply_to, subject, html_body,
+                        text_body, headers, personalization_data, metadata, status, sandbox, priority,
+                        max_retries, job_id, scheduled_at, expires_at, updated_at)
+    VALUES (@id, @created_at, @app_id, @queue_id, @batch_id, @idempotency_key, @message_id,
+            @from_address, @from_name, @to_addresses, @cc, @bcc, @reply_to, @subject, @html_body,
+            @text_body, @headers, @personalization_data, @metadata, 'queued', @sandbox, @priority,
+            @max_retries, @job_id, @scheduled_at, @expires_at, @created_at)
+    RETURNING id, app_id, created_at
+)
+INSERT INTO email_events (id, created_at, email_id, app_id, event_type)
+SELECT @event_id, created_at, id, app_id, 'queued' FROM email;
 
 -- name: EmailGet
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
