@@ -41,8 +41,8 @@ func idempotent[T any, PT interface {
 		})
 		return out, err
 	}
-	if k == "" {
-		return nil, invalid("Idempotency-Key", "Idempotency-Key must not be empty")
+	if k == "" || !storableText(k) {
+		return nil, invalid("Idempotency-Key", "Idempotency-Key must be non-empty UTF-8 text without NUL characters")
 	}
 	sum, err := requestFingerprint(req)
 	if err != nil {

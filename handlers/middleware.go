@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -132,7 +133,7 @@ func withRequest(next http.Handler, t *transport) http.Handler {
 		}
 		ri := &requestInfo{ID: id, UserAgent: r.UserAgent(), IP: t.clientIP(r)}
 		w.Header().Set("X-Request-Id", id)
-		if !storableText(r.URL.Path) || !storableText(r.URL.RawQuery) || strings.Contains(r.URL.RawQuery, "%00") || strings.Contains(r.URL.EscapedPath(), "%00") {
+		if !storableURL(r) {
 			ctx := context.WithValue(r.Context(), requestInfoKey{}, ri)
 			rec := &statusRecorder{ResponseWriter: w}
 			t.writeErr(ctx, rec, errUnstorable("the URL"))
@@ -182,6 +183,29 @@ func (h requestLogHandler) WithGroup(name string) slog.Handler {
 // database as a server error, so it is refused at the door instead.
 func storableText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// storableURL checks the decoded path and every decoded query value:
+// percent-encoding can carry any byte (%00, %FF) past a check of the raw URL.
+func storableURL(r *http.Request) bool {
+	if !storableText(r.URL.Path) {
+		return false
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return true // ogen reports malformed queries itself, as 400
+	}
+	for k, vs := range q {
+		if !storableText(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !storableText(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func errUnstorable(where string) *apiError {

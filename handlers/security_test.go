@@ -359,3 +359,19 @@ func urlEscape(s string) string {
 	r := strings.NewReplacer("%", "%25", " ", "%20", "#", "%23", "&", "%26", "?", "%3F", "+", "%2B", "/", "%2F", "`", "%60", "\\", "%5C", "\"", "%22", "<", "%3C", ">", "%3E", "{", "%7B", "}", "%7D", "'", "%27", ";", "%3B", "$", "%24", "@", "%40", "=", "%3D")
 	return r.Replace(s)
 }
+
+// TestUndecodableBytesInURLAndHeaders sends bytes PostgreSQL cannot store
+// through the query string and the Idempotency-Key header: 4xx, never 5xx.
+func TestUndecodableBytesInURLAndHeaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, key := b.createApp(t, "bytes", false)
+	for _, q := range []string{"queue=%FF", "queue=%00", "queue=a%C3", "status=%FF", "%FF=1"} {
+		resp, out := b.do(t, "GET", "/v1/emails?"+q, key, nil, nil)
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Errorf("GET /v1/emails?%s answered %d: %s", q, resp.StatusCode, out)
+		}
+	}
+	resp, out := b.do(t, "POST", "/v1/emails", key, emailReq(nil), map[string]string{"Idempotency-Key": "k\xff\xfe"})
+	expectError(t, resp, out, http.StatusUnprocessableEntity, "validation_failed", "Idempotency-Key")
+}

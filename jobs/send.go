@@ -76,6 +76,8 @@ type SendWorker struct {
 	// Transitions batches status writes across workers; when nil, each is
 	// written on its own.
 	Transitions *TransitionWriter
+	// JobTimeout limits one send (0 = 5 minutes).
+	JobTimeout time.Duration
 }
 
 func (w *SendWorker) transition(ctx context.Context, p *store.EmailTransitionParams) (bool, error) {
@@ -185,6 +187,23 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 // pausedSnooze is how long a job of a paused queue waits before looking again.
 const pausedSnooze = 15 * time.Second
 
+// recordTimeout bounds recording an outcome after the job's own context
+// has ended.
+const recordTimeout = 10 * time.Second
+
+// jobTimeout is how long one send may take: longer than waiting for a pooled
+// connection plus the SMTP timeouts, so River does not cancel a send that
+// is still legitimately waiting for the server's answer.
+const jobTimeout = 5 * time.Minute
+
+// Timeout overrides River's one-minute job timeout for sends.
+func (w *SendWorker) Timeout(*river.Job[SendArgs]) time.Duration {
+	if w.JobTimeout > 0 {
+		return w.JobTimeout
+	}
+	return jobTimeout
+}
+
 // inactiveSnooze is how long a job of a deactivated app waits before looking
 // again; reactivation is rare, so this can be long.
 const inactiveSnooze = time.Minute
@@ -193,6 +212,11 @@ const inactiveSnooze = time.Minute
 // permanent or this was the last attempt, otherwise back to queued for the
 // next one.
 func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river.Job[SendArgs], sendErr error, permanent bool) error {
+	// The job's context may be what failed the send (a job timeout, a
+	// forced shutdown): the outcome must still be recorded, or the email
+	// stays "processing" and is resent blind.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	msg := sendErr.Error()
 	data := map[string]any{"error": msg, "attempt": job.Attempt, "max_attempts": job.MaxAttempts}
 	var se *mail.SendError
@@ -211,7 +235,7 @@ func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river
 		// may have it. Resending blindly is how duplicates happen, so the
 		// queue's policy decides: "fail" stops here, "retry" (the default)
 		// allows one more attempt, flagged, and stops after that.
-		earlier, err := w.Store.EventCount(ctx, e.ID, "uncertain")
+		earlier, err := w.Store.EventCount(rctx, e.ID, "uncertain")
 		if err != nil {
 			return errors.Join(sendErr, err)
 		}
@@ -228,7 +252,7 @@ func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river
 	default:
 		p.Status, p.Event = store.StatusQueued, "deferred"
 	}
-	if _, err := w.transition(ctx, p); err != nil {
+	if _, err := w.transition(rctx, p); err != nil {
 		return errors.Join(sendErr, err)
 	}
 	if stop {

@@ -47,6 +47,8 @@ type harnessOptions struct {
 	server *mail.Server
 	// settings are the queue's settings.
 	settings store.QueueSettings
+	// jobTimeout is the send worker's job timeout (0 = its default).
+	jobTimeout time.Duration
 }
 
 // harness is a real send pipeline: a fresh database, a River client working
@@ -90,6 +92,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SendWorker{
 		Store: st, Sender: jobs.PoolSender{Pools: pools}, DefaultServer: srv, Logger: logger,
+		JobTimeout: o.jobTimeout,
 	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues:            jobs.QueueConfig(8),
@@ -500,6 +503,26 @@ func TestSendUncertainRetriedOnce(t *testing.T) {
 		t.Errorf("sink dropped %d sends, want exactly 2", st.Dropped)
 	}
 	h.waitJob(t, *e.JobID, rivertype.JobStateCancelled)
+}
+
+// A send whose job times out while waiting for the server's answer to DATA
+// is recorded as uncertain, with the policy applied, although the job's
+// own context is gone: never left "processing" and resent blind.
+func TestSendJobTimeoutAfterDataIsUncertain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{maxRetries: 3, retryDelay: []int32{1}, jobTimeout: 500 * time.Millisecond,
+		settings: store.QueueSettings{UncertainPolicy: "fail"}})
+	e := h.insert(t, h.params("slow@example.com"))
+
+	h.waitEmail(t, e.ID, "uncertain", func(e *store.Email) bool { return e.Status == store.StatusUncertain })
+	h.waitJob(t, *e.JobID, rivertype.JobStateCancelled)
+	time.Sleep(3 * time.Second) // a blind resend would reach the slow sink by now
+	if st := h.sink.Stats(); st.Messages > 1 {
+		t.Errorf("the sink got %d copies, want at most 1", st.Messages)
+	}
+	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued", "processing", "uncertain"}) {
+		t.Errorf("events = %v, want [queued processing uncertain]", types)
+	}
 }
 
 // With uncertain_policy "fail" the first uncertain outcome is final.
