@@ -1,7 +1,6 @@
 package handlers_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/mailqueue/mailqueue/bench/smtpsink"
 	"github.com/mailqueue/mailqueue/store"
+	"github.com/mailqueue/mailqueue/testenv"
 )
 
 // smtpPassword is distinctive enough that finding it anywhere is a leak.
@@ -62,22 +62,6 @@ func (b *bundle) createSMTPConfig(t *testing.T, key string, req map[string]any) 
 	expectStatus(t, resp, body, http.StatusCreated)
 	noPassword(t, "create", body)
 	return decode[smtpConfigBody](t, body)
-}
-
-func startTestSink(t *testing.T, opts smtpsink.Options) *smtpsink.Sink {
-	t.Helper()
-	sink := smtpsink.New(opts)
-	if err := sink.Start(t.Context()); err != nil {
-		t.Fatalf("starting smtpsink: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := sink.Stop(ctx); err != nil {
-			t.Errorf("stopping smtpsink: %v", err)
-		}
-	})
-	return sink
 }
 
 func TestSMTPConfigCRUD(t *testing.T) {
@@ -450,7 +434,7 @@ func TestSMTPConfigTest(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	_, key := b.createApp(t, "smtp test", false)
-	sink := startTestSink(t, smtpsink.Options{Username: "mailer", Password: smtpPassword})
+	sink := testenv.SMTPSink(t, smtpsink.Options{Username: "mailer", Password: smtpPassword})
 
 	test := func(t *testing.T, id uuid.UUID, headers map[string]string) smtpTestBody {
 		t.Helper()

@@ -68,17 +68,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	ctx := t.Context()
 	pool := testenv.DB(t)
 
-	sink := smtpsink.New(smtpsink.Options{Record: true, Logger: logger})
-	if err := sink.Start(ctx); err != nil {
-		t.Fatalf("starting smtpsink: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := sink.Stop(sctx); err != nil {
-			t.Errorf("stopping smtpsink: %v", err)
-		}
-	})
+	sink := testenv.SMTPSink(t, smtpsink.Options{Record: true, Logger: logger})
 
 	pools := mail.NewPools(logger)
 	t.Cleanup(func() { _ = pools.CloseAll() })

@@ -34,22 +34,6 @@ func newSealBox(t *testing.T) *secret.Box {
 	return box
 }
 
-func startRelaySink(t *testing.T, opts smtpsink.Options) *smtpsink.Sink {
-	t.Helper()
-	sink := smtpsink.New(opts)
-	if err := sink.Start(t.Context()); err != nil {
-		t.Fatalf("starting smtpsink: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := sink.Stop(ctx); err != nil {
-			t.Errorf("stopping smtpsink: %v", err)
-		}
-	})
-	return sink
-}
-
 // insertSMTPConfig stores a config for appID pointing at sink, its
 // password sealed as the API seals it.
 func insertSMTPConfig(t *testing.T, st *store.Store, box *secret.Box, appID uuid.UUID, sink *smtpsink.Sink, password string) *store.SMTPConfig {
@@ -77,8 +61,8 @@ func newRelayHarness(t *testing.T, ttl time.Duration) (h *harness, relay *smtpsi
 	ctx := t.Context()
 	pool := testenv.DB(t)
 	box := newSealBox(t)
-	sinkA := startRelaySink(t, smtpsink.Options{Record: true, Logger: logger})
-	relay = startRelaySink(t, smtpsink.Options{Record: true, Logger: logger, Username: relayUser, Password: relayPassword})
+	sinkA := testenv.SMTPSink(t, smtpsink.Options{Record: true, Logger: logger})
+	relay = testenv.SMTPSink(t, smtpsink.Options{Record: true, Logger: logger, Username: relayUser, Password: relayPassword})
 
 	pools := mail.NewPools(logger)
 	t.Cleanup(func() { _ = pools.CloseAll() })
@@ -177,7 +161,7 @@ func TestSMTPResolver(t *testing.T) {
 	ctx := t.Context()
 	st := store.New(testenv.DB(t), nil)
 	box := newSealBox(t)
-	sink := startRelaySink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	app, err := st.AppInsert(ctx, &store.AppInsertParams{Name: "resolver"})
 	if err != nil {
 		t.Fatal(err)

@@ -19,23 +19,8 @@ import (
 
 	"github.com/mailqueue/mailqueue/bench/smtpsink"
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/testenv"
 )
-
-func startSink(t testing.TB, opts smtpsink.Options) *smtpsink.Sink {
-	t.Helper()
-	sink := smtpsink.New(opts)
-	if err := sink.Start(t.Context()); err != nil {
-		t.Fatalf("starting sink: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := sink.Stop(ctx); err != nil {
-			t.Errorf("stopping sink: %v", err)
-		}
-	})
-	return sink
-}
 
 func serverFor(sink *smtpsink.Sink, poolSize int) mail.Server {
 	return mail.Server{
@@ -81,7 +66,7 @@ func asSendError(t *testing.T, err error) *mail.SendError {
 
 func TestPoolReusesConnections(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{Record: true})
+	sink := testenv.SMTPSink(t, smtpsink.Options{Record: true})
 	pool := newPool(t, serverFor(sink, 4))
 
 	const total = 200
@@ -182,7 +167,7 @@ func TestPoolReusesConnections(t *testing.T) {
 
 func TestPoolConcurrentSends(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	pool := newPool(t, serverFor(sink, 4))
 
 	const goroutines, each = 16, 25
@@ -209,7 +194,7 @@ func TestPoolConcurrentSends(t *testing.T) {
 
 func TestSendErrorClassification(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	pool := newPool(t, serverFor(sink, 2))
 
 	tests := []struct {
@@ -275,7 +260,7 @@ func TestSendConnectionRefused(t *testing.T) {
 
 func TestPoolIdleExpiry(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	srv := serverFor(sink, 2)
 	srv.IdleTimeout = 50 * time.Millisecond
 	pool := newPool(t, srv)
@@ -326,7 +311,7 @@ func TestPoolRedialsStaleConnection(t *testing.T) {
 	if err := sink.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	sink2 := startSink(t, smtpsink.Options{Addr: addr})
+	sink2 := testenv.SMTPSink(t, smtpsink.Options{Addr: addr})
 	if err := pool.Send(t.Context(), testMessage("a@example.org")); err != nil {
 		t.Fatalf("send over a stale pooled connection should redial transparently: %v", err)
 	}
@@ -340,7 +325,7 @@ func TestPoolRedialsStaleConnection(t *testing.T) {
 
 func TestSendCtxCancelWhileWaiting(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	pool := newPool(t, serverFor(sink, 1))
 
 	// Occupy the only connection for ~2 s.
@@ -368,7 +353,7 @@ func TestSendCtxCancelWhileWaiting(t *testing.T) {
 
 func TestSendCtxCancelAfterDataIsUncertain(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	pool := newPool(t, serverFor(sink, 1))
 
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
@@ -385,7 +370,7 @@ func TestSendCtxCancelAfterDataIsUncertain(t *testing.T) {
 
 func TestPoolClose(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	pool := mail.NewPool(serverFor(sink, 2), nil)
 	if err := pool.Send(t.Context(), testMessage("a@example.org")); err != nil {
 		t.Fatal(err)
@@ -404,7 +389,7 @@ func TestPoolClose(t *testing.T) {
 
 func TestPoolAuth(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{Username: "user", Password: "secret"})
+	sink := testenv.SMTPSink(t, smtpsink.Options{Username: "user", Password: "secret"})
 
 	good := serverFor(sink, 1)
 	good.Username, good.Password = "user", "secret"
@@ -427,7 +412,7 @@ func TestPoolAuth(t *testing.T) {
 
 func TestStartTLSRequiredButNotOffered(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	srv := serverFor(sink, 1)
 	srv.TLS = mail.TLSStartTLS
 	se := asSendError(t, newPool(t, srv).Send(t.Context(), testMessage("a@example.org")))
@@ -438,7 +423,7 @@ func TestStartTLSRequiredButNotOffered(t *testing.T) {
 
 func TestPools(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	ps := mail.NewPools(slog.New(slog.DiscardHandler))
 
 	srv := serverFor(sink, 2)
@@ -466,7 +451,7 @@ func TestPools(t *testing.T) {
 }
 
 func BenchmarkPoolSend(b *testing.B) {
-	sink := startSink(b, smtpsink.Options{})
+	sink := testenv.SMTPSink(b, smtpsink.Options{})
 	pool := newPool(b, serverFor(sink, 8))
 	ctx := context.Background()
 	m := testMessage("bench@example.org")

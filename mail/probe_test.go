@@ -8,11 +8,12 @@ import (
 
 	"github.com/mailqueue/mailqueue/bench/smtpsink"
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/testenv"
 )
 
 func TestProbeOK(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{Username: "user", Password: "secret"})
+	sink := testenv.SMTPSink(t, smtpsink.Options{Username: "user", Password: "secret"})
 	srv := serverFor(sink, 1)
 	srv.Username, srv.Password = "user", "secret"
 	stage, err := mail.Probe(t.Context(), srv)
@@ -26,7 +27,7 @@ func TestProbeOK(t *testing.T) {
 
 func TestProbeBadAuth(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{Username: "user", Password: "secret"})
+	sink := testenv.SMTPSink(t, smtpsink.Options{Username: "user", Password: "secret"})
 	srv := serverFor(sink, 1)
 	srv.Username, srv.Password = "user", "wrong"
 	stage, err := mail.Probe(t.Context(), srv)
@@ -55,7 +56,7 @@ func TestProbeConnectionRefused(t *testing.T) {
 
 func TestProbeStartTLSRequiredButNotOffered(t *testing.T) {
 	t.Parallel()
-	sink := startSink(t, smtpsink.Options{})
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
 	srv := serverFor(sink, 1)
 	srv.TLS = mail.TLSStartTLS
 	if stage, err := mail.Probe(t.Context(), srv); stage != mail.StageTLS || err == nil {

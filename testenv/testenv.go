@@ -33,6 +33,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
+	"github.com/mailqueue/mailqueue/bench/smtpsink"
 	mqsql "github.com/mailqueue/mailqueue/sql"
 	"github.com/mailqueue/mailqueue/store"
 )
@@ -367,4 +368,22 @@ func ping(ctx context.Context, addr string) error {
 		return fmt.Errorf("PING answered %q", reply)
 	}
 	return nil
+}
+
+// SMTPSink starts an in-process SMTP sink for the test and stops it at
+// Cleanup, failing the test if it cannot.
+func SMTPSink(t testing.TB, opts smtpsink.Options) *smtpsink.Sink {
+	t.Helper()
+	sink := smtpsink.New(opts)
+	if err := sink.Start(t.Context()); err != nil {
+		t.Fatalf("starting smtpsink: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := sink.Stop(ctx); err != nil {
+			t.Errorf("stopping smtpsink: %v", err)
+		}
+	})
+	return sink
 }

@@ -223,12 +223,7 @@ func waitStatus(t *testing.T, c *oas.Client, id uuid.UUID, status oas.EmailStatu
 func startSink(t *testing.T, opts smtpsink.Options) *smtpsink.Sink {
 	t.Helper()
 	opts.Record = true
-	s := smtpsink.New(opts)
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
-	return s
+	return testenv.SMTPSink(t, opts)
 }
 
 // TestSendEndToEnd accepts an email through the API of `mailqueue all` and
