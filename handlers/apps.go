@@ -181,16 +181,8 @@ func (h *Handler) UpdateApp(ctx context.Context, req *oas.AppUpdate, params oas.
 		if s, ok := req.Settings.Get(); ok {
 			next.Settings = appSettingsFromAPI(s)
 		}
-		updated, err := tx.AppUpdate(ctx, &next)
-		if err != nil {
-			return err
-		}
-		out = appToAPI(updated)
-		before := appToAPI(cur)
-		return h.audit(ctx, tx, auditEntry{
-			action: "app.update", resourceType: "app", resourceID: cur.ID, appID: cur.ID,
-			before: &before, after: &out,
-		})
+		out, err = h.appSave(ctx, tx, cur, &next, "app.update")
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -217,16 +209,8 @@ func (h *Handler) DeactivateApp(ctx context.Context, params oas.DeactivateAppPar
 		}
 		next := *cur
 		next.IsActive = false
-		updated, err := tx.AppUpdate(ctx, &next)
-		if err != nil {
-			return err
-		}
-		out = appToAPI(updated)
-		before := appToAPI(cur)
-		return h.audit(ctx, tx, auditEntry{
-			action: "app.deactivate", resourceType: "app", resourceID: cur.ID, appID: cur.ID,
-			before: &before, after: &out,
-		})
+		out, err = h.appSave(ctx, tx, cur, &next, "app.deactivate")
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -309,7 +293,7 @@ func appToAPI(a *store.App) oas.App {
 		out.Description = oas.NewOptString(*a.Description)
 	}
 	if a.WebhookURL != nil {
-		if u, err := parseURL(*a.WebhookURL); err == nil {
+		if u, err := url.Parse(*a.WebhookURL); err == nil {
 			out.WebhookURL = oas.NewOptURI(*u)
 		}
 	}
@@ -349,4 +333,17 @@ func apiKeyCreatedToAPI(k *store.APIKey, plain string) oas.ApiKeyCreated {
 		out.ExpiresAt = oas.NewOptDateTime(*k.ExpiresAt)
 	}
 	return out
+}
+
+// appSave writes next over cur in tx and records the change as action.
+func (h *Handler) appSave(ctx context.Context, tx *store.Store, cur, next *store.App, action string) (oas.App, error) {
+	updated, err := tx.AppUpdate(ctx, next)
+	if err != nil {
+		return oas.App{}, err
+	}
+	out, before := appToAPI(updated), appToAPI(cur)
+	return out, h.audit(ctx, tx, auditEntry{
+		action: action, resourceType: "app", resourceID: cur.ID, appID: cur.ID,
+		before: &before, after: &out,
+	})
 }

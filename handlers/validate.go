@@ -3,7 +3,6 @@ package handlers
 import (
 	"fmt"
 	"net/mail"
-	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -150,5 +149,3 @@ func parseAddress(s string) (oas.Address, error) {
 	}
 	return out, nil
 }
-
-func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
