@@ -282,6 +282,8 @@ func waitingReason(e *store.Email, now time.Time) (string, *time.Time) {
 	}
 	next := e.NextAttemptAt
 	switch {
+	case e.WaitingReason != nil:
+		return *e.WaitingReason, next
 	case e.RetryCount > 0 && e.LastError != nil:
 		return fmt.Sprintf("retry %d of %d after error: %s", e.RetryCount, e.MaxRetries, *e.LastError), next
 	case next != nil && next.After(now) && e.ScheduledAt != nil:

@@ -124,11 +124,11 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		return err
 	}
 	if e.QueueIsPaused {
-		return river.JobSnooze(pausedSnooze)
+		return w.wait(ctx, e, "queue "+e.QueueName+" is paused", pausedSnooze)
 	}
 	if !e.AppIsActive {
 		// A deactivated app's email waits, unsent, in case it is reactivated.
-		return river.JobSnooze(inactiveSnooze)
+		return w.wait(ctx, e, "the app is deactivated", inactiveSnooze)
 	}
 
 	moved, err := w.transition(ctx, &store.EmailTransitionParams{
@@ -182,6 +182,16 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		log.Error("email sent but its status could not be recorded", "error", err)
 	}
 	return nil
+}
+
+// wait puts the job back for d without using up an attempt, and records
+// reason on the email so that GET /v1/emails/{id} can explain the wait.
+func (w *SendWorker) wait(ctx context.Context, e *store.EmailForSend, reason string, d time.Duration) error {
+	if err := w.Store.EmailSetWaiting(ctx, e.ID, reason); err != nil {
+		// The reason is only an explanation: the wait itself must still happen.
+		w.Logger.Warn("could not record why an email waits", "email_id", e.ID, "error", err)
+	}
+	return river.JobSnooze(d)
 }
 
 // pausedSnooze is how long a job of a paused queue waits before looking again.

@@ -666,6 +666,9 @@ func TestSendSnoozesWhilePaused(t *testing.T) {
 	if got.Status != store.StatusQueued || got.RetryCount != 0 {
 		t.Errorf("status %s retry_count %d, want queued and 0", got.Status, got.RetryCount)
 	}
+	if want := "queue " + h.queue.Name + " is paused"; got.WaitingReason == nil || *got.WaitingReason != want {
+		t.Errorf("waiting_reason = %v, want %q", got.WaitingReason, want)
+	}
 	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued"}) {
 		t.Errorf("events = %v, want only [queued]", types)
 	}

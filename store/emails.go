@@ -17,6 +17,7 @@ type emailQueries struct {
 	EmailGetForSend string
 	EmailList       string
 	EmailTransition string
+	EmailSetWaiting string
 }
 
 // eventQueries are the statements of sql/queries/email_events.sql.
@@ -71,6 +72,8 @@ type Email struct {
 	RetryCount  int16             `db:"retry_count"`
 	MaxRetries  int16             `db:"max_retries"`
 	LastError   *string           `db:"last_error"`
+	// WaitingReason says why a queued email is not moving; see EmailSetWaiting.
+	WaitingReason *string `db:"waiting_reason"`
 	JobID       *int64            `db:"job_id"`
 	ScheduledAt *time.Time        `db:"scheduled_at"`
 	ExpiresAt   *time.Time        `db:"expires_at"`
@@ -421,4 +424,15 @@ func (s *Store) EventCount(ctx context.Context, emailID uuid.UUID, eventType str
 		return 0, fmt.Errorf("counting %s events of email %s: %w", eventType, emailID, err)
 	}
 	return n, nil
+}
+
+// EmailSetWaiting records why a queued email is waiting (rate limited, circuit
+// open, queue paused), for GET /v1/emails/{id} to explain. The next status
+// change clears it. Nothing is written when the reason is unchanged.
+func (s *Store) EmailSetWaiting(ctx context.Context, id uuid.UUID, reason string) error {
+	_, err := s.db.Exec(ctx, s.q.EmailSetWaiting, pgx.NamedArgs{"id": id, "created_at": IDTime(id), "reason": reason})
+	if err != nil {
+		return fmt.Errorf("recording why email %s waits: %w", id, err)
+	}
+	return nil
 }

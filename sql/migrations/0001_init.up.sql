@@ -143,6 +143,9 @@ CREATE TABLE emails (
     retry_count          smallint NOT NULL DEFAULT 0,
     max_retries          smallint NOT NULL,
     last_error           text,
+    -- Why a queued email is not moving (rate limited, circuit open, paused);
+    -- cleared by every status change.
+    waiting_reason       text,
     job_id               bigint, -- river_job.id of the current send attempt series
     scheduled_at         timestamptz,
     expires_at           timestamptz,

@@ -22,7 +22,7 @@ SELECT @event_id, created_at, id, app_id, 'queued' FROM email;
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
        e.html_body, e.text_body, e.headers, e.metadata, e.status, e.sandbox, e.priority, e.retry_count,
-       e.max_retries, e.last_error, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
+       e.max_retries, e.last_error, e.waiting_reason, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
        e.delivered_at, e.updated_at,
        j.scheduled_at AS job_scheduled_at, j.attempt AS job_attempt
 FROM emails e
@@ -36,7 +36,7 @@ WHERE e.app_id = @app_id AND e.id = @id AND e.created_at = @created_at;
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
        e.html_body, e.text_body, e.headers, e.metadata, e.status, e.sandbox, e.priority, e.retry_count,
-       e.max_retries, e.last_error, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
+       e.max_retries, e.last_error, e.waiting_reason, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
        e.delivered_at, e.updated_at,
        NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt,
        q.smtp_config_id AS queue_smtp_config_id, q.is_paused AS queue_is_paused,
@@ -51,7 +51,7 @@ WHERE e.id = @id AND e.created_at = @created_at;
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
        NULL::text AS html_body, NULL::text AS text_body, e.headers, e.metadata, e.status,
-       e.sandbox, e.priority, e.retry_count, e.max_retries, e.last_error, e.job_id, e.scheduled_at,
+       e.sandbox, e.priority, e.retry_count, e.max_retries, e.last_error, e.waiting_reason, e.job_id, e.scheduled_at,
        e.expires_at, e.sent_at, e.delivered_at, e.updated_at,
        NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt
 FROM emails e
@@ -76,6 +76,7 @@ WITH moved AS (
         last_error   = CASE WHEN @set_last_error::boolean THEN @last_error ELSE last_error END,
         retry_count  = coalesce(@retry_count, retry_count),
         sent_at      = coalesce(@sent_at, sent_at),
+        waiting_reason = NULL,
         updated_at   = @at
     WHERE id = @id AND created_at = @created_at AND status = ANY(@from_statuses::email_status[])
     RETURNING id, app_id
@@ -83,3 +84,11 @@ WITH moved AS (
 INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
 SELECT @event_id, @at, moved.id, moved.app_id, @event_type, @event_data
 FROM moved;
+
+-- name: EmailSetWaiting
+-- Records why a queued email is waiting. Writes nothing when the reason is
+-- unchanged, so a job snoozed again and again costs one read.
+UPDATE emails
+SET waiting_reason = @reason
+WHERE id = @id AND created_at = @created_at AND status = 'queued'
+  AND waiting_reason IS DISTINCT FROM @reason;
