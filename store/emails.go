@@ -73,13 +73,13 @@ type Email struct {
 	MaxRetries  int16             `db:"max_retries"`
 	LastError   *string           `db:"last_error"`
 	// WaitingReason says why a queued email is not moving; see EmailSetWaiting.
-	WaitingReason *string `db:"waiting_reason"`
-	JobID       *int64            `db:"job_id"`
-	ScheduledAt *time.Time        `db:"scheduled_at"`
-	ExpiresAt   *time.Time        `db:"expires_at"`
-	SentAt      *time.Time        `db:"sent_at"`
-	DeliveredAt *time.Time        `db:"delivered_at"`
-	UpdatedAt   time.Time         `db:"updated_at"`
+	WaitingReason *string    `db:"waiting_reason"`
+	JobID         *int64     `db:"job_id"`
+	ScheduledAt   *time.Time `db:"scheduled_at"`
+	ExpiresAt     *time.Time `db:"expires_at"`
+	SentAt        *time.Time `db:"sent_at"`
+	DeliveredAt   *time.Time `db:"delivered_at"`
+	UpdatedAt     time.Time  `db:"updated_at"`
 	// NextAttemptAt is when the send job will next run, while it is waiting.
 	NextAttemptAt *time.Time `db:"job_scheduled_at"`
 	// Attempt is how many times the current job has been tried.
