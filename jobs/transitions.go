@@ -24,6 +24,11 @@ type TransitionWriter struct {
 	maxBatch int
 	reqs     chan *transitionReq
 	wg       sync.WaitGroup
+
+	// mu guards closing reqs: Transition holds it for reading while it
+	// hands a request over, Stop for writing while it closes the channel.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type transitionReq struct {
@@ -59,9 +64,15 @@ func (w *TransitionWriter) Start() {
 }
 
 // Stop finishes the transitions already handed over and stops the writer.
-// Call it after the workers have stopped: a Transition after Stop panics.
+// Call it after the workers have stopped; a worker that outlived a forced
+// shutdown still has its outcome written, unbatched.
 func (w *TransitionWriter) Stop() {
-	close(w.reqs)
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.reqs)
+	}
+	w.mu.Unlock()
 	w.wg.Wait()
 }
 
@@ -69,11 +80,20 @@ func (w *TransitionWriter) Stop() {
 // reports whether it applied (see store.EmailTransition).
 func (w *TransitionWriter) Transition(ctx context.Context, p *store.EmailTransitionParams) (bool, error) {
 	r := &transitionReq{ctx: ctx, p: p, res: make(chan transitionRes, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		// Stopped: a send that outlived shutdown must still be recorded,
+		// or the email stays "processing" and is resent blind.
+		return w.store.EmailTransition(ctx, p)
+	}
 	select {
 	case w.reqs <- r:
 	case <-ctx.Done():
+		w.mu.RUnlock()
 		return false, ctx.Err()
 	}
+	w.mu.RUnlock()
 	// Once handed over, the write may happen whatever ctx does, so wait for
 	// its outcome rather than guess it.
 	res := <-r.res

@@ -74,3 +74,29 @@ func TestTransitionWriterBatches(t *testing.T) {
 		t.Errorf("%d emails processing with %d events, want %d and %d", processing, events, n, n)
 	}
 }
+
+// A worker that outlives a forced shutdown hands its outcome over after the
+// writer stopped: it is written directly instead of panicking on the closed
+// channel, and Stop twice is harmless.
+func TestTransitionWriterAfterStop(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{maxRetries: 3})
+	e := h.insertLater(t, h.params("late@example.com"))
+	w := jobs.NewTransitionWriter(h.st, testenv.Logger(t), 8)
+	w.Start()
+	w.Stop()
+	w.Stop()
+	moved, err := w.Transition(t.Context(), &store.EmailTransitionParams{
+		ID: e.ID, From: []string{store.StatusQueued}, Status: store.StatusProcessing, Event: "processing",
+	})
+	if err != nil || !moved {
+		t.Fatalf("transition after Stop: moved %v, err %v; want true, nil", moved, err)
+	}
+	got, err := h.st.EmailGet(t.Context(), h.app.ID, e.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.StatusProcessing {
+		t.Errorf("status %s, want processing", got.Status)
+	}
+}
