@@ -147,6 +147,12 @@ func (h *Handler) RevokeApiKey(ctx context.Context, params oas.RevokeApiKeyParam
 		return err
 	}
 	return h.store.Tx(ctx, func(tx *store.Store) error {
+		// Revocations of one app take turns: two admin keys revoking each
+		// other at the same moment would otherwise both pass the check
+		// below and lock the app out.
+		if _, err := tx.AppGetForUpdate(ctx, pr.appID); err != nil {
+			return err
+		}
 		k, err := tx.APIKeyGetForUpdate(ctx, pr.appID, params.ApiKeyId)
 		if errors.Is(err, store.ErrNotFound) {
 			return notFound("API key")
@@ -157,7 +163,7 @@ func (h *Handler) RevokeApiKey(ctx context.Context, params oas.RevokeApiKeyParam
 		if !k.IsActive {
 			return nil
 		}
-		if k.ID == pr.keyID {
+		if slices.Contains(k.Scopes, "admin") {
 			n, err := tx.APIKeyCountUsableAdmin(ctx, pr.appID, k.ID)
 			if err != nil {
 				return err

@@ -631,3 +631,46 @@ func TestAPIKeyLastUsed(t *testing.T) {
 		t.Errorf("last_used_at = %v, want between %v and now", got, before)
 	}
 }
+
+// TestAPIKeyMutualAdminRevocation has two admin keys revoke each other at
+// the same moment, several times over: revocations of one app take turns,
+// so the app always keeps a usable admin key.
+func TestAPIKeyMutualAdminRevocation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	appID, master := b.createApp(t, "app", false)
+	for round := range 5 {
+		a := b.createKey(t, master, map[string]any{"name": fmt.Sprintf("a%d", round), "scopes": []string{"admin"}}, nil)
+		c := b.createKey(t, master, map[string]any{"name": fmt.Sprintf("c%d", round), "scopes": []string{"admin"}}, nil)
+		// Leave only a and c as admin keys.
+		if round == 0 {
+			resp, body := b.do(t, http.MethodDelete, "/v1/api-keys/"+b.keyID(t, master).String(), master, nil, nil)
+			expectStatus(t, resp, body, http.StatusNoContent)
+		} else {
+			b.exec(t, "UPDATE api_keys SET is_active = false WHERE app_id = $1 AND id NOT IN ($2, $3)", appID, a.ID, c.ID)
+		}
+		var wg sync.WaitGroup
+		codes := make([]int, 2)
+		for i, pair := range [][2]keyJSON{{a, c}, {c, a}} {
+			wg.Go(func() {
+				resp, _ := b.do(t, http.MethodDelete, "/v1/api-keys/"+pair[1].ID.String(), pair[0].Key, nil, nil)
+				codes[i] = resp.StatusCode
+			})
+		}
+		wg.Wait()
+		n := b.count(t, "SELECT count(*) FROM api_keys WHERE app_id = $1 AND is_active AND 'admin' = ANY (scopes)", appID)
+		if n != 1 {
+			t.Fatalf("round %d: %d usable admin keys left (answers %v), want 1", round, n, codes)
+		}
+		// The loser is refused by the check (409) or, when the winner
+		// committed before it authenticated, as a revoked key (401).
+		slices.Sort(codes)
+		if codes[0] != http.StatusNoContent || (codes[1] != http.StatusConflict && codes[1] != http.StatusUnauthorized) {
+			t.Errorf("round %d: answers %v, want one 204 and one 409 or 401", round, codes)
+		}
+		master = a.Key
+		if b.count(t, "SELECT count(*) FROM api_keys WHERE id = $1 AND is_active", a.ID) == 0 {
+			master = c.Key
+		}
+	}
+}
