@@ -44,6 +44,12 @@ type Config struct {
 	APIKeyGracePeriod time.Duration `envconfig:"MQ_API_KEY_GRACE_PERIOD" default:"24h"`
 	// DefaultSMTPURL is where email goes when its queue has no SMTP config.
 	DefaultSMTPURL string `envconfig:"MQ_DEFAULT_SMTP_URL" default:"smtp://127.0.0.1:1025"`
+	// SMTPAllowPrivate lets apps' SMTP configs reach loopback, private and
+	// link-local addresses. Off by default: a tenant could otherwise use the
+	// sender to probe the operator's network or a cloud metadata service.
+	// The default server (MQ_DEFAULT_SMTP_URL) is the operator's own and is
+	// never restricted.
+	SMTPAllowPrivate bool `envconfig:"MQ_SMTP_ALLOW_PRIVATE" default:"false"`
 	// DefaultSMTPPoolSize is how many connections the default SMTP server gets.
 	DefaultSMTPPoolSize int `envconfig:"MQ_DEFAULT_SMTP_POOL_SIZE" default:"8"`
 	// PublicURL is the address recipients' mail clients reach (tracking links).

@@ -51,6 +51,8 @@ func TestMain(m *testing.M) {
 		"MQ_ADMIN_SECRET":   adminSecret,
 		"MQ_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(key[:]),
 		"MQ_MAX_BODY_BYTES": "1048576",
+		// The tests' SMTP servers listen on loopback.
+		"MQ_SMTP_ALLOW_PRIVATE": "true",
 	} {
 		if err := os.Setenv(k, v); err != nil {
 			fmt.Fprintln(os.Stderr, err)

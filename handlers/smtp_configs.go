@@ -40,7 +40,7 @@ func (h *Handler) CreateSmtpConfig(ctx context.Context, req *oas.SmtpConfigCreat
 		c.Username = &v
 	}
 	password, hasPassword := req.Password.Get()
-	if err := validateSMTPConfig(c, password, hasPassword); err != nil {
+	if err := validateSMTPConfig(c, password, hasPassword, h.cfg.SMTPAllowPrivate); err != nil {
 		return nil, err
 	}
 	if hasPassword {
@@ -154,7 +154,7 @@ func (h *Handler) UpdateSmtpConfig(ctx context.Context, req *oas.SmtpConfigUpdat
 		if req.Password.IsSet() && !setPassword { // null: remove it
 			next.Password, next.PasswordKeyID = nil, nil
 		}
-		if err := validateSMTPConfig(&next, password, setPassword); err != nil {
+		if err := validateSMTPConfig(&next, password, setPassword, h.cfg.SMTPAllowPrivate); err != nil {
 			return err
 		}
 		// A stored password without a username would never be sent: AUTH
@@ -281,7 +281,8 @@ func probeSMTP(ctx context.Context, srv mail.Server) *oas.SmtpTestResult {
 func (h *Handler) smtpServer(c *store.SMTPConfig) (mail.Server, error) {
 	srv := mail.Server{
 		Host: c.Host, Port: int(c.Port), PoolSize: int(c.PoolSize),
-		Timeout: time.Duration(c.TimeoutMS) * time.Millisecond,
+		Timeout:    time.Duration(c.TimeoutMS) * time.Millisecond,
+		PublicOnly: !h.cfg.SMTPAllowPrivate,
 	}
 	switch c.Encryption {
 	case "tls":
@@ -326,12 +327,14 @@ func errNoEncryption() *apiError {
 // plus the new password if one is given; the schema has already bounded
 // lengths and ranges, which are checked again so a spec edit cannot let
 // bad values through to a database CHECK (a 500).
-func validateSMTPConfig(c *store.SMTPConfig, password string, hasPassword bool) error {
+func validateSMTPConfig(c *store.SMTPConfig, password string, hasPassword, allowPrivate bool) error {
 	switch {
 	case strings.TrimSpace(c.Name) == "" || hasControl(c.Name) || len(c.Name) > 200:
 		return invalid("name", "name must be 1–200 characters, not blank, without control characters")
 	case !validSMTPHost(c.Host):
 		return invalid("host", "host must be a hostname or an IP address, without scheme, port or spaces (at most 253 characters)")
+	case !allowPrivate && !publicSMTPHost(c.Host):
+		return invalid("host", "host %s is on a loopback, private or link-local network; this server sends only to public addresses (the operator can allow others with MQ_SMTP_ALLOW_PRIVATE=true)", c.Host)
 	case c.Port < 1 || c.Port > 65535:
 		return invalid("port", "port must be between 1 and 65535")
 	case c.Username != nil && (*c.Username == "" || hasControl(*c.Username) || len(*c.Username) > 256):
@@ -420,4 +423,15 @@ type smtpConfigRef struct{ id uuid.UUID }
 // MarshalJSON encodes the path parameter, the whole of the request.
 func (r smtpConfigRef) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]string{"smtp_config_id": r.id.String()})
+}
+
+// publicSMTPHost refuses the hosts that are plainly not public: IP literals
+// outside the public internet and localhost names. Other names are checked
+// when dialled, on the address they resolve to (mail.Server.PublicOnly).
+func publicSMTPHost(host string) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return mail.IsPublic(a)
+	}
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	return h != "localhost" && !strings.HasSuffix(h, ".localhost")
 }

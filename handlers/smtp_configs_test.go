@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mailqueue/mailqueue/bench/smtpsink"
+	"github.com/mailqueue/mailqueue/mail"
 	"github.com/mailqueue/mailqueue/store"
 	"github.com/mailqueue/mailqueue/testenv"
 )
@@ -487,5 +490,46 @@ func TestSMTPConfigTest(t *testing.T) {
 	})
 	if r := test(t, closed.ID, nil); r.OK || r.Stage != "connect" || r.Message == "" {
 		t.Errorf("closed port: %+v, want ok=false at stage connect", r)
+	}
+}
+
+// TestSMTPConfigPublicOnly runs a server with MQ_SMTP_ALLOW_PRIVATE off (the
+// default): configs naming loopback, private or link-local hosts are
+// refused with 422 on host, and a config whose host only turns out to be
+// loopback when dialled fails its test at the connect stage without the
+// server ever seeing a connection.
+func TestSMTPConfigPublicOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	strict := *cfg
+	strict.SMTPAllowPrivate = false
+	s, _ := b.stack(t, &strict, nil)
+	_, key := b.createApp(t, "app", false)
+	for _, host := range []string{"127.0.0.1", "::1", "10.0.0.5", "192.168.1.10", "169.254.169.254", "fd00::1", "localhost", "mail.localhost", "0.0.0.0"} {
+		resp, body := s.do(t, http.MethodPost, "/v1/smtp-configs", key, map[string]any{"name": "n-" + host, "host": host, "port": 25}, nil)
+		expectError(t, resp, body, http.StatusUnprocessableEntity, "validation_failed", "host")
+	}
+	if n := b.count(t, "SELECT count(*) FROM smtp_configs"); n != 0 {
+		t.Errorf("%d configs stored, want 0", n)
+	}
+
+	// The machine's own name resolves to loopback or a private address: as a name
+	// it passes validation, and only the dial-time check can refuse it.
+	name, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs, err := net.LookupHost(name); err != nil || len(addrs) == 0 || mail.IsPublic(netip.MustParseAddr(addrs[0])) {
+		t.Fatalf("this test needs the host name %q to resolve to a non-public address: %v %v", name, addrs, err)
+	}
+	sink := testenv.SMTPSink(t, smtpsink.Options{})
+	c := s.createSMTPConfig(t, key, map[string]any{"name": "by-name", "host": name, "port": sink.Port(), "encryption": "none"})
+	resp, body := s.do(t, http.MethodPost, "/v1/smtp-configs/"+c.ID.String()+"/test", key, nil, nil)
+	expectStatus(t, resp, body, http.StatusOK)
+	if got := decode[smtpTestBody](t, body); got.OK || got.Stage != "connect" || !strings.Contains(got.Message, "not public") {
+		t.Errorf("test of a loopback name = %+v, want a failure at connect saying it is not public", got)
+	}
+	if st := sink.Stats(); st.Connections != 0 {
+		t.Errorf("sink saw %d connections, want 0", st.Connections)
 	}
 }

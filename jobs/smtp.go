@@ -34,6 +34,9 @@ type SMTPResolver struct {
 	// cannot be used.
 	Box     *secret.Box
 	Default mail.Server
+	// AllowPrivate lets configs reach non-public addresses; otherwise their
+	// servers are PublicOnly (see config.SMTPAllowPrivate).
+	AllowPrivate bool
 	// TTL is how long a resolution is reused; DefaultSMTPResolverTTL when
 	// zero, and no caching when negative.
 	TTL time.Duration
@@ -117,6 +120,7 @@ func (r *SMTPResolver) load(ctx context.Context, appID, id uuid.UUID) (mail.Serv
 		Timeout:     time.Duration(c.TimeoutMS) * time.Millisecond,
 		HeloName:    r.Default.HeloName,
 		IdleTimeout: r.Default.IdleTimeout,
+		PublicOnly:  !r.AllowPrivate,
 	}
 	switch c.Encryption {
 	case "tls":

@@ -72,7 +72,7 @@ func newRelayHarness(t *testing.T, ttl time.Duration) (h *harness, relay *smtpsi
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SendWorker{
 		Store: st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: def, Logger: logger,
-		SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: def, TTL: ttl},
+		SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: def, TTL: ttl, AllowPrivate: true},
 	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues: jobs.QueueConfig(8), Workers: workers, TestOnly: true, Logger: logger,
@@ -172,7 +172,7 @@ func TestSMTPResolver(t *testing.T) {
 	}
 	cfg := insertSMTPConfig(t, st, box, app.ID, sink, relayPassword)
 	def := mail.Server{Host: "default.example", Port: 25, HeloName: "mq.example"}
-	r := &jobs.SMTPResolver{Store: st, Box: box, Default: def, TTL: time.Hour}
+	r := &jobs.SMTPResolver{Store: st, Box: box, Default: def, TTL: time.Hour, AllowPrivate: true}
 
 	if srv, err := r.Server(ctx, app.ID, nil); err != nil || srv != def {
 		t.Errorf("no config: %+v, %v; want the default", srv, err)
@@ -193,7 +193,7 @@ func TestSMTPResolver(t *testing.T) {
 	if srv, _ := r.Server(ctx, app.ID, &cfg.ID); srv != want {
 		t.Errorf("cached: %+v, want %+v", srv, want)
 	}
-	fresh := &jobs.SMTPResolver{Store: st, Box: box, Default: def, TTL: -1}
+	fresh := &jobs.SMTPResolver{Store: st, Box: box, Default: def, TTL: -1, AllowPrivate: true}
 	if srv, err := fresh.Server(ctx, app.ID, &cfg.ID); err != nil || srv.TLS != mail.TLSImplicit || srv.Timeout != time.Second {
 		t.Errorf("uncached after edit: %+v, %v; want implicit TLS and 1s", srv, err)
 	}
@@ -215,8 +215,18 @@ func TestSMTPResolver(t *testing.T) {
 	if _, err := fresh.Server(ctx, app.ID, &moved.ID); !errors.Is(err, jobs.ErrSMTPConfigUnavailable) {
 		t.Errorf("copied ciphertext: %v, want ErrSMTPConfigUnavailable", err)
 	}
-	noBox := &jobs.SMTPResolver{Store: st, Default: def, TTL: -1}
+	noBox := &jobs.SMTPResolver{Store: st, Default: def, TTL: -1, AllowPrivate: true}
 	if _, err := noBox.Server(ctx, app.ID, &cfg.ID); !errors.Is(err, jobs.ErrSMTPConfigUnavailable) {
 		t.Errorf("no box: %v, want ErrSMTPConfigUnavailable", err)
+	}
+
+	// Unless the operator allows private addresses, an app's server is
+	// dialled PublicOnly; the operator's default server never is.
+	strict := &jobs.SMTPResolver{Store: st, Box: box, Default: def, TTL: -1}
+	if srv, err := strict.Server(ctx, app.ID, &cfg.ID); err != nil || !srv.PublicOnly {
+		t.Errorf("app config without AllowPrivate: %+v, %v; want PublicOnly", srv, err)
+	}
+	if srv, err := strict.Server(ctx, app.ID, nil); err != nil || srv.PublicOnly {
+		t.Errorf("default server: %+v, %v; want it unrestricted", srv, err)
 	}
 }

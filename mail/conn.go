@@ -89,6 +89,9 @@ func dial(ctx context.Context, srv *Server, helo string) (*conn, error) {
 	defer cancel()
 
 	var d net.Dialer
+	if srv.PublicOnly {
+		d.Control = publicOnly
+	}
 	raw, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, newSendError(StageConnect, fmt.Errorf("dialling %s: %w", addr, err))

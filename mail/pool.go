@@ -50,6 +50,9 @@ type Server struct {
 	// closed rather than reused, because servers drop idle sessions and a
 	// dead one costs a failed command; DefaultIdleTimeout when 0.
 	IdleTimeout time.Duration
+	// PublicOnly refuses to connect to loopback, private and link-local
+	// addresses (ErrNonPublicAddress): set for servers a tenant chose.
+	PublicOnly bool
 }
 
 func (s *Server) timeout() time.Duration {

@@ -47,6 +47,8 @@ fi
 
 export MQ_DATABASE_URL="${MQ_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/mailqueue?sslmode=disable}"
 export MQ_LOG_FORMAT="${MQ_LOG_FORMAT:-text}"
+# A laptop's relays (Mailpit, a local Postfix) are on loopback; a server keeps the default.
+export MQ_SMTP_ALLOW_PRIVATE="${MQ_SMTP_ALLOW_PRIVATE:-true}"
 set -a
 # shellcheck disable=SC1090
 . "$ENV_FILE"
