@@ -72,6 +72,8 @@ type Config struct {
 	// JobRescueAfter is how long a job may sit in "running" after its
 	// process died before another worker takes it over.
 	JobRescueAfter time.Duration `envconfig:"MQ_JOB_RESCUE_AFTER" default:"10m"`
+	// ScheduleInterval is how often the leader looks for due scheduled jobs.
+	ScheduleInterval time.Duration `envconfig:"MQ_SCHEDULE_INTERVAL" default:"15s"`
 	// MaxBodyBytes caps a request body (413 above it).
 	MaxBodyBytes int64 `envconfig:"MQ_MAX_BODY_BYTES" default:"1048576"`
 	// MaxBatchBodyBytes caps the body of POST /v1/emails/batch.

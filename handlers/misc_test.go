@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/google/uuid"
 )
 
 func TestHealth(t *testing.T) {
@@ -68,12 +66,9 @@ func TestNotImplemented(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	_, key := b.createApp(t, "app", false)
-	id := uuid.Must(uuid.NewV7()).String()
 	for _, tc := range []struct{ method, path string }{
 		{http.MethodGet, "/v1/analytics/overview"},
 		{http.MethodGet, "/v1/suppression"},
-		{http.MethodDelete, "/v1/emails/" + id},
-		{http.MethodGet, "/v1/scheduled-jobs"},
 		{http.MethodGet, "/v1/webhooks/logs"},
 	} {
 		resp, body := b.do(t, tc.method, tc.path, key, nil, nil)

@@ -25,6 +25,8 @@ type queries struct {
 	healthQueries
 	auditQueries
 	usageQueries
+	emailManageQueries  // cancel, retry
+	scheduledJobQueries // recurring emails
 }
 
 // loadQueries parses the named blocks of every file in fsys and fills q.

@@ -93,9 +93,11 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})
+		river.AddWorker(workers, &jobs.ScheduleWorker{Store: st, Logger: logger})
 		riverCfg.Workers = workers
 		riverCfg.Queues = jobs.QueueConfig(cfg.Workers)
 		riverCfg.PeriodicJobs = []*river.PeriodicJob{jobs.PartitionPeriodicJob(), jobs.CleanupPeriodicJob()}
+		riverCfg.PeriodicJobs = append(riverCfg.PeriodicJobs, jobs.SchedulePeriodicJob(cfg.ScheduleInterval))
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), riverCfg)
 	if err != nil {

@@ -5,3 +5,5 @@ DROP TABLE IF EXISTS gdpr_requests, idempotency_keys, app_usage, app_reputation,
 DROP FUNCTION IF EXISTS audit_logs_append_only();
 DROP TYPE IF EXISTS actor_type, user_role, webhook_status, smtp_encryption,
     suppression_reason, email_event_type, email_status;
+-- Scheduling
+DROP TABLE IF EXISTS scheduled_job_runs CASCADE;

@@ -332,3 +332,19 @@ CREATE TABLE gdpr_requests (
     completed_at timestamptz
 );
 CREATE INDEX gdpr_requests_app_idx ON gdpr_requests (app_id, created_at DESC);
+
+-- Scheduling: recurring jobs (scheduled_jobs above).
+-- sandbox: the job was created with a test key or by a sandbox app, so the
+-- emails it queues are sandboxed as the API would have sandboxed them.
+ALTER TABLE scheduled_jobs ADD COLUMN sandbox boolean NOT NULL DEFAULT false;
+-- One row per fired occurrence: the primary key is what makes each occurrence
+-- queue its email exactly once, whichever scanner (leader) gets there, even
+-- if the same occurrence is looked at again after a crash or leader change.
+CREATE TABLE scheduled_job_runs (
+    scheduled_job_id uuid NOT NULL REFERENCES scheduled_jobs (id) ON DELETE CASCADE,
+    occurrence_at    timestamptz NOT NULL,
+    email_id         uuid, -- NULL when the occurrence was skipped
+    skipped_reason   text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scheduled_job_id, occurrence_at)
+);
