@@ -25,6 +25,7 @@ type queries struct {
 	healthQueries
 	auditQueries
 	usageQueries
+	suppressionQueries
 }
 
 // loadQueries parses the named blocks of every file in fsys and fills q.

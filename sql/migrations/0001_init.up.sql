@@ -332,3 +332,7 @@ CREATE TABLE gdpr_requests (
     completed_at timestamptz
 );
 CREATE INDEX gdpr_requests_app_idx ON gdpr_requests (app_id, created_at DESC);
+
+-- Suppression lists: listing an app's entries (plus the global ones) newest
+-- first without sorting the whole table.
+CREATE INDEX suppression_list_app_created_idx ON suppression_list (app_id, created_at DESC, id DESC);
