@@ -89,7 +89,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		river.AddWorker(workers, &jobs.SendWorker{
 			Transitions: transitions,
 			Store:       st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
-			SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer},
+			SMTP:        &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer},
 			Unsubscribe: mail.NewUnsubscribe(cfg.PublicURL, cfg.InboundMailDomain(), cfg.EncryptionKeyBytes(), cfg.PreviousEncryptionKeys()...),
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
