@@ -133,9 +133,6 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		// A deactivated app's email waits, unsent, in case it is reactivated.
 		return w.wait(ctx, e, "the app is deactivated", inactiveSnooze)
 	}
-	if done, err := w.dropSuppressed(ctx, e); done || err != nil {
-		return err
-	}
 
 	moved, err := w.transition(ctx, &store.EmailTransitionParams{
 		ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusProcessing,
@@ -146,6 +143,9 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	}
 	if !moved {
 		return nil // cancelled between the read and now
+	}
+	if done, err := w.dropSuppressed(ctx, e); done || err != nil {
+		return err
 	}
 
 	if e.Sandbox {
