@@ -71,7 +71,6 @@ func TestNotImplemented(t *testing.T) {
 	id := uuid.Must(uuid.NewV7()).String()
 	for _, tc := range []struct{ method, path string }{
 		{http.MethodGet, "/v1/analytics/overview"},
-		{http.MethodGet, "/v1/suppression"},
 		{http.MethodDelete, "/v1/emails/" + id},
 		{http.MethodGet, "/v1/scheduled-jobs"},
 		{http.MethodGet, "/v1/webhooks/logs"},
