@@ -112,9 +112,6 @@ type EmailInsertParams struct {
 	Sandbox          bool
 	ScheduledAt      *time.Time
 	ExpiresAt        *time.Time
-	// SkipSuppression sends even to suppressed recipients; otherwise they
-	// are dropped (see EmailInsert).
-	SkipSuppression bool
 }
 
 // EmailInsert stores an accepted email, its "queued" event and the River job
@@ -145,7 +142,7 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 		if p.From.Name != "" {
 			e.FromName = &p.From.Name
 		}
-		first, err := tx.emailSuppress(ctx, e, p.SkipSuppression)
+		first, err := tx.emailSuppress(ctx, e)
 		if err != nil {
 			return err
 		}

@@ -311,11 +311,8 @@ type firstEvent struct {
 
 // emailSuppress drops e's suppressed recipients (see EmailInsert) and
 // returns the event to store e with.
-func (s *Store) emailSuppress(ctx context.Context, e *Email, skip bool) (firstEvent, error) {
+func (s *Store) emailSuppress(ctx context.Context, e *Email) (firstEvent, error) {
 	first := firstEvent{Type: "queued"}
-	if skip {
-		return first, nil
-	}
 	hits, err := s.SuppressionCheck(ctx, e.AppID, recipientEmails(e.To, e.Cc, e.Bcc))
 	if err != nil || len(hits) == 0 {
 		return first, err
