@@ -67,17 +67,29 @@ func (u *Unsubscribe) Token(emailID uuid.UUID, recipient string) string {
 // TokenEmail returns the email id a token claims, without checking it:
 // the caller looks up the email's recipient and then calls Verify.
 func (u *Unsubscribe) TokenEmail(token string) (uuid.UUID, error) {
-	raw, err := tokenEncoding.DecodeString(strings.ToLower(token))
-	if err != nil || len(raw) != 16+unsubscribeMACLen {
+	raw, ok := decodeToken(token)
+	if !ok {
 		return uuid.Nil, ErrBadToken
 	}
 	return uuid.UUID(raw[:16]), nil
 }
 
+// decodeToken decodes a token, accepting only the one encoding Token
+// makes: base32's last character carries unused bits, and without this
+// check several spellings would decode to the same token.
+func decodeToken(token string) ([]byte, bool) {
+	token = strings.ToLower(token)
+	raw, err := tokenEncoding.DecodeString(token)
+	if err != nil || len(raw) != 16+unsubscribeMACLen || tokenEncoding.EncodeToString(raw) != token {
+		return nil, false
+	}
+	return raw, true
+}
+
 // Verify reports whether token was made for recipient of its email.
 func (u *Unsubscribe) Verify(token, recipient string) bool {
-	raw, err := tokenEncoding.DecodeString(strings.ToLower(token))
-	if err != nil || len(raw) != 16+unsubscribeMACLen {
+	raw, ok := decodeToken(token)
+	if !ok {
 		return false
 	}
 	id := uuid.UUID(raw[:16])
