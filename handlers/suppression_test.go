@@ -54,7 +54,7 @@ func TestSuppressionCRUD(t *testing.T) {
 	expectError(t, resp, body, http.StatusUnprocessableEntity, "validation_failed", "email")
 	resp, body = b.do(t, http.MethodPost, "/v1/suppression", keyA, map[string]any{"email": "x@example.com", "expires_at": "2001-01-01T00:00:00Z"}, nil)
 	expectError(t, resp, body, http.StatusUnprocessableEntity, "validation_failed", "expires_at")
-	resp, body = b.do(t, http.MethodPost, "/v1/suppression", keyA, map[string]any{"email": "x@example.com", "reason": "bogus"}, nil)
+	resp, _ = b.do(t, http.MethodPost, "/v1/suppression", keyA, map[string]any{"email": "x@example.com", "reason": "bogus"}, nil)
 	if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUnprocessableEntity {
 		t.Errorf("unknown reason: status %d, want 400 or 422", resp.StatusCode)
 	}
