@@ -56,6 +56,10 @@ type Config struct {
 	PublicURL string `envconfig:"MQ_PUBLIC_URL" default:"http://127.0.0.1:8080"`
 	// InboundAddr is where the bounce-receiving SMTP server listens.
 	InboundAddr string `envconfig:"MQ_INBOUND_ADDR" default:"127.0.0.1:2525"`
+	// InboundDomain is the mail domain whose MX is the inbound server; the
+	// mailto of List-Unsubscribe is unsubscribe+<token>@ it. Empty means the
+	// host of MQ_PUBLIC_URL.
+	InboundDomain string `envconfig:"MQ_INBOUND_DOMAIN"`
 	// LogFormat is json (production) or text (reading by eye).
 	LogFormat string `envconfig:"MQ_LOG_FORMAT" default:"json"`
 	// LogLevel is debug, info, warn or error.
@@ -239,6 +243,17 @@ func (c *Config) EncryptionKeyBytes() []byte { return c.encryptionKey }
 
 // PreviousEncryptionKeys returns the decoded MQ_ENCRYPTION_KEYS_PREVIOUS.
 func (c *Config) PreviousEncryptionKeys() [][]byte { return c.previousKeys }
+
+// InboundMailDomain returns MQ_INBOUND_DOMAIN, or the host of MQ_PUBLIC_URL.
+func (c *Config) InboundMailDomain() string {
+	if c.InboundDomain != "" {
+		return c.InboundDomain
+	}
+	if u, err := url.Parse(c.PublicURL); err == nil && u.Hostname() != "" {
+		return u.Hostname()
+	}
+	return "localhost"
+}
 
 // TrustedProxyPrefixes returns the parsed MQ_TRUSTED_PROXIES.
 func (c *Config) TrustedProxyPrefixes() []netip.Prefix { return c.trustedProxies }

@@ -49,7 +49,7 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 			if err != nil {
 				return nil, err
 			}
-			return emailAcceptedToAPI(e), nil
+			return withSuppressed(emailAcceptedToAPI(e), p, e), nil
 		})
 }
 

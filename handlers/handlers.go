@@ -20,6 +20,7 @@ import (
 	"riverqueue.com/riverui"
 
 	"github.com/mailqueue/mailqueue/config"
+	"github.com/mailqueue/mailqueue/mail"
 	"github.com/mailqueue/mailqueue/oas"
 	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
@@ -47,6 +48,7 @@ type Handler struct {
 	usage       *keyUsage // batches last_used_at writes
 	adminDigest [32]byte
 	box         *secret.Box
+	unsub       *mail.Unsubscribe // List-Unsubscribe tokens
 }
 
 // Deps are what the API needs from the process that runs it.
@@ -71,6 +73,8 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		cursors:     newCursors(append([]byte(d.Config.AdminSecret), d.Config.EncryptionKeyBytes()...)),
 		keys:        newKeyCache(d.Store, time.Second),
 		adminDigest: sha256.Sum256([]byte(d.Config.AdminSecret)),
+		unsub: mail.NewUnsubscribe(d.Config.PublicURL, d.Config.InboundMailDomain(),
+			d.Config.EncryptionKeyBytes(), d.Config.PreviousEncryptionKeys()...),
 	}
 	h.usage = startKeyUsage(ctx, d.Store, logger)
 	api, err := oas.NewServer(h, h,

@@ -68,7 +68,6 @@ func TestNotImplemented(t *testing.T) {
 	_, key := b.createApp(t, "app", false)
 	for _, tc := range []struct{ method, path string }{
 		{http.MethodGet, "/v1/analytics/overview"},
-		{http.MethodGet, "/v1/suppression"},
 		{http.MethodGet, "/v1/webhooks/logs"},
 	} {
 		resp, body := b.do(t, tc.method, tc.path, key, nil, nil)

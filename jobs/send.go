@@ -78,6 +78,9 @@ type SendWorker struct {
 	Transitions *TransitionWriter
 	// JobTimeout limits one send (0 = 5 minutes).
 	JobTimeout time.Duration
+	// Unsubscribe makes List-Unsubscribe headers for queues that enable
+	// them; when nil, none are added.
+	Unsubscribe *mail.Unsubscribe
 }
 
 func (w *SendWorker) transition(ctx context.Context, p *store.EmailTransitionParams) (bool, error) {
@@ -141,16 +144,14 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	if !moved {
 		return nil // cancelled between the read and now
 	}
+	if done, err := w.dropSuppressed(ctx, e); done || err != nil {
+		return err
+	}
 
 	if e.Sandbox {
 		// Sandbox email runs the whole pipeline but never reaches SMTP
 		// (DESIGN.md, decision 9).
-		sentAt := w.now()
-		_, err := w.transition(ctx, &store.EmailTransitionParams{
-			ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusSent, Event: "sent",
-			Data: map[string]any{"sandbox": true, "attempt": job.Attempt}, SentAt: &sentAt, At: sentAt,
-		})
-		return err
+		return w.simulate(ctx, e, job)
 	}
 
 	srv, err := w.server(ctx, e)
@@ -162,6 +163,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	if err != nil {
 		return w.fail(ctx, e, job, err, true)
 	}
+	w.listUnsubscribe(e, msg)
 	started := w.now()
 	if err := w.Sender.Send(ctx, srv, msg); err != nil {
 		log.Warn("send failed", "error", err, "smtp_host", srv.Host)

@@ -49,6 +49,8 @@ type harnessOptions struct {
 	settings store.QueueSettings
 	// jobTimeout is the send worker's job timeout (0 = its default).
 	jobTimeout time.Duration
+	// unsubscribe makes List-Unsubscribe headers (nil = none).
+	unsubscribe *mail.Unsubscribe
 }
 
 // harness is a real send pipeline: a fresh database, a River client working
@@ -82,7 +84,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SendWorker{
 		Store: st, Sender: jobs.PoolSender{Pools: pools}, DefaultServer: srv, Logger: logger,
-		JobTimeout: o.jobTimeout,
+		JobTimeout: o.jobTimeout, Unsubscribe: o.unsubscribe,
 	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues:            jobs.QueueConfig(8),

@@ -99,19 +99,7 @@ func (s *SmtpConfigUpdate) setDefaults() {
 }
 
 // setDefaults set default value of fields.
-func (s *Suppression) setDefaults() {
-	{
-		val := SuppressionReason("manual")
-		s.Reason = val
-	}
-}
-
-// setDefaults set default value of fields.
 func (s *SuppressionCreate) setDefaults() {
-	{
-		val := SuppressionReason("manual")
-		s.Reason.SetTo(val)
-	}
 	{
 		val := bool(false)
 		s.Global.SetTo(val)

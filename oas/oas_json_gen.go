@@ -13530,7 +13530,6 @@ func (s *Suppression) Decode(d *jx.Decoder) error {
 		return errors.New("invalid: unable to decode Suppression to nil")
 	}
 	var requiredBitSet [1]uint8
-	s.setDefaults()
 
 	if err := d.ObjBytes(func(d *jx.Decoder, k []byte) error {
 		switch string(k) {

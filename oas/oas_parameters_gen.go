@@ -5534,11 +5534,6 @@ func unpackListSuppressionsParams(packed middleware.Parameters) (params ListSupp
 
 func decodeListSuppressionsParams(args [0]string, argsEscaped bool, r *http.Request) (params ListSuppressionsParams, _ error) {
 	q := uri.NewQueryDecoder(r.URL.Query())
-	// Set default value for query: reason.
-	{
-		val := SuppressionReason("manual")
-		params.Reason.SetTo(val)
-	}
 	// Decode query: reason.
 	if err := func() error {
 		cfg := uri.QueryParameterDecodingConfig{

@@ -7161,7 +7161,8 @@ func (s *Suppression) SetCreatedAt(val time.Time) {
 
 // Ref: #/components/schemas/SuppressionCreate
 type SuppressionCreate struct {
-	Email     string               `json:"email"`
+	Email string `json:"email"`
+	// Defaults to `manual`.
 	Reason    OptSuppressionReason `json:"reason"`
 	ExpiresAt OptDateTime          `json:"expires_at"`
 	// Suppress for every app (needs the `admin` scope).

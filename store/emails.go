@@ -12,19 +12,21 @@ import (
 
 // emailQueries are the statements of sql/queries/emails.sql.
 type emailQueries struct {
-	EmailInsert     string
-	EmailGet        string
-	EmailGetForSend string
-	EmailList       string
-	EmailTransition string
-	EmailSetWaiting string
+	EmailInsert        string
+	EmailGet           string
+	EmailGetForSend    string
+	EmailList          string
+	EmailTransition    string
+	EmailSetWaiting    string
+	EmailSetRecipients string
 }
 
 // eventQueries are the statements of sql/queries/email_events.sql.
 type eventQueries struct {
-	EventInsert string
-	EventList   string
-	EventCount  string
+	EventInsert       string
+	EventList         string
+	EventCount        string
+	EventInsertForApp string
 }
 
 // Email statuses, as the email_status enum holds them.
@@ -86,6 +88,9 @@ type Email struct {
 	Attempt *int16 `db:"job_attempt"`
 	// RetryDelay is the queue's retry schedule, known only at insert time.
 	RetryDelay []int32 `db:"-"`
+	// Suppressed are the recipients EmailInsert dropped because they are on
+	// a suppression list, known only at insert time.
+	Suppressed []Suppressed `db:"-"`
 }
 
 // EmailInsertParams are the fields of a newly accepted email.
@@ -113,6 +118,11 @@ type EmailInsertParams struct {
 // that will send it, all in one transaction: once this returns, the email is
 // durable and will be delivered (DESIGN.md, decision 1). Call it on a Store
 // from Tx when other writes must share the transaction.
+//
+// Recipients on the app's or the global suppression list are dropped (and
+// listed in the returned Email's Suppressed, with a "suppressed" event). If
+// none remain, the email is stored "cancelled", with its original
+// recipients, and no send job.
 func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, error) {
 	if s.enqueue == nil {
 		return nil, fmt.Errorf("inserting email: store has no job enqueuer")
@@ -132,13 +142,21 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 		if p.From.Name != "" {
 			e.FromName = &p.From.Name
 		}
-		// The job first, so the row is written once, with its job id. Nothing
-		// is visible to workers before the transaction commits.
-		jobID, err := tx.enqueue.EnqueueSendTx(ctx, tx.tx, e)
+		first, err := tx.emailSuppress(ctx, e)
 		if err != nil {
-			return fmt.Errorf("enqueueing email %s: %w", e.ID, err)
+			return err
 		}
-		e.JobID = &jobID
+		var jobID *int64
+		if e.Status == StatusQueued {
+			// The job first, so the row is written once, with its job id. Nothing
+			// is visible to workers before the transaction commits.
+			id, err := tx.enqueue.EnqueueSendTx(ctx, tx.tx, e)
+			if err != nil {
+				return fmt.Errorf("enqueueing email %s: %w", e.ID, err)
+			}
+			jobID = &id
+		}
+		e.JobID = jobID
 		eventID, _ := NewID()
 		_, err = tx.db.Exec(ctx, tx.q.EmailInsert, pgx.NamedArgs{
 			"id": e.ID, "created_at": e.CreatedAt, "app_id": e.AppID, "queue_id": e.QueueID,
@@ -149,10 +167,16 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 			"headers": nilIfEmptyMap(e.Headers), "personalization_data": rawOrNil(p.Personalizations),
 			"metadata": rawOrNil(e.Metadata), "sandbox": e.Sandbox, "priority": e.Priority,
 			"max_retries": e.MaxRetries, "job_id": jobID, "scheduled_at": e.ScheduledAt,
-			"expires_at": e.ExpiresAt, "event_id": eventID,
+			"expires_at": e.ExpiresAt, "event_id": eventID, "status": e.Status,
+			"event_type": first.Type, "event_data": first.Data,
 		})
 		if err != nil {
 			return fmt.Errorf("inserting email: %w", err)
+		}
+		if e.Status == StatusQueued && len(e.Suppressed) > 0 {
+			if err := tx.EventInsert(ctx, e, "suppressed", SuppressedData(e.Suppressed), e.CreatedAt); err != nil {
+				return err
+			}
 		}
 		out = e
 		return nil
@@ -258,7 +282,9 @@ type EmailTransitionParams struct {
 	ClearError bool
 	RetryCount *int16
 	SentAt     *time.Time
-	At         time.Time
+	// DeliveredAt sets delivered_at (a delivery report or the sandbox).
+	DeliveredAt *time.Time
+	At          time.Time
 }
 
 // EmailTransition applies p atomically. It reports false, and writes
@@ -321,7 +347,7 @@ func transitionArgs(p *EmailTransitionParams) (pgx.NamedArgs, error) {
 	return pgx.NamedArgs{
 		"id": p.ID, "created_at": IDTime(p.ID), "from_statuses": p.From, "status": p.Status,
 		"set_last_error": p.LastError != nil || p.ClearError, "last_error": p.LastError,
-		"retry_count": p.RetryCount, "sent_at": p.SentAt, "at": at,
+		"retry_count": p.RetryCount, "sent_at": p.SentAt, "delivered_at": p.DeliveredAt, "at": at,
 		"event_id": eventID, "event_type": p.Event, "event_data": json.RawMessage(data),
 	}, nil
 }

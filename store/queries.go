@@ -27,6 +27,7 @@ type queries struct {
 	usageQueries
 	emailManageQueries  // cancel, retry
 	scheduledJobQueries // recurring emails
+	suppressionQueries
 }
 
 // loadQueries parses the named blocks of every file in fsys and fills q.

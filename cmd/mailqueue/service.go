@@ -89,7 +89,8 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		river.AddWorker(workers, &jobs.SendWorker{
 			Transitions: transitions,
 			Store:       st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
-			SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer, AllowPrivate: cfg.SMTPAllowPrivate},
+			SMTP:        &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer, AllowPrivate: cfg.SMTPAllowPrivate},
+			Unsubscribe: mail.NewUnsubscribe(cfg.PublicURL, cfg.InboundMailDomain(), cfg.EncryptionKeyBytes(), cfg.PreviousEncryptionKeys()...),
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})
@@ -139,12 +140,16 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		logger.Info("workers started", "workers", cfg.Workers, "default_smtp", cfg.DefaultSMTPURL)
 	}
 	if receive {
-		srv := inbound.New(cfg.InboundAddr, inbound.HandlerFunc(func(_ context.Context, m *inbound.Message) error {
+		var handler inbound.Handler = inbound.HandlerFunc(func(_ context.Context, m *inbound.Message) error {
 			// Bounce and complaint parsing is a later step; until then each
 			// report is logged so nothing arrives unseen.
 			logger.Info("inbound message received", "from", m.From, "to", m.To, "bytes", len(m.Data), "remote_addr", m.RemoteAddr)
 			return nil
-		}), logger)
+		})
+		if key := cfg.EncryptionKeyBytes(); key != nil { // List-Unsubscribe mailto tokens need it
+			handler = inbound.Unsubscribes(st, mail.NewUnsubscribe(cfg.PublicURL, cfg.InboundMailDomain(), key, cfg.PreviousEncryptionKeys()...), logger, handler)
+		}
+		srv := inbound.New(cfg.InboundAddr, handler, logger)
 		if err := srv.Start(ctx); err != nil {
 			_ = stopAll()
 			return err

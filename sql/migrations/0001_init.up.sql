@@ -348,3 +348,6 @@ CREATE TABLE scheduled_job_runs (
     created_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (scheduled_job_id, occurrence_at)
 );
+-- Suppression lists: listing an app's entries (plus the global ones) newest
+-- first without sorting the whole table.
+CREATE INDEX suppression_list_app_created_idx ON suppression_list (app_id, created_at DESC, id DESC);

@@ -21,3 +21,11 @@ LIMIT @limit;
 SELECT count(*)
 FROM email_events
 WHERE email_id = @email_id AND created_at >= @email_created_at AND event_type = @event_type;
+
+-- name: EventInsertForApp
+-- Records an event of an app's email if that email still exists (it may
+-- have been deleted since, e.g. by retention); reports nothing otherwise.
+INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
+SELECT @id, @at, e.id, e.app_id, @event_type, @event_data
+FROM emails e
+WHERE e.id = @email_id AND e.created_at = @email_created_at AND e.app_id = @app_id;

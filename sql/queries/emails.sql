@@ -3,7 +3,9 @@
 -- so PostgreSQL touches exactly one partition.
 
 -- name: EmailInsert
--- The email and its "queued" event in one statement (one round trip).
+-- The email and its first event in one statement (one round trip): "queued",
+-- or "suppressed" for an email stored cancelled because every recipient is
+-- on a suppression list.
 WITH email AS (
     INSERT INTO emails (id, created_at, app_id, queue_id, batch_id, idempotency_key, message_id,
                         from_address, from_name, to_addresses, cc, bcc, reply_to, subject, html_body,
@@ -11,12 +13,12 @@ WITH email AS (
                         max_retries, job_id, scheduled_at, expires_at, updated_at)
     VALUES (@id, @created_at, @app_id, @queue_id, @batch_id, @idempotency_key, @message_id,
             @from_address, @from_name, @to_addresses, @cc, @bcc, @reply_to, @subject, @html_body,
-            @text_body, @headers, @personalization_data, @metadata, 'queued', @sandbox, @priority,
+            @text_body, @headers, @personalization_data, @metadata, @status, @sandbox, @priority,
             @max_retries, @job_id, @scheduled_at, @expires_at, @created_at)
     RETURNING id, app_id, created_at
 )
-INSERT INTO email_events (id, created_at, email_id, app_id, event_type)
-SELECT @event_id, created_at, id, app_id, 'queued' FROM email;
+INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
+SELECT @event_id, created_at, id, app_id, @event_type, @event_data FROM email;
 
 -- name: EmailGet
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
@@ -76,6 +78,7 @@ WITH moved AS (
         last_error   = CASE WHEN @set_last_error::boolean THEN @last_error ELSE last_error END,
         retry_count  = coalesce(@retry_count, retry_count),
         sent_at      = coalesce(@sent_at, sent_at),
+        delivered_at = coalesce(@delivered_at, delivered_at),
         waiting_reason = NULL,
         updated_at   = @at
     WHERE id = @id AND created_at = @created_at AND status = ANY(@from_statuses::email_status[])
@@ -92,3 +95,16 @@ UPDATE emails
 SET waiting_reason = @reason
 WHERE id = @id AND created_at = @created_at AND status = 'queued'
   AND waiting_reason IS DISTINCT FROM @reason;
+
+-- name: EmailSetRecipients
+-- Replaces the recipients of an email not sent yet (some were found
+-- suppressed just before sending) and records why, in one statement.
+WITH changed AS (
+    UPDATE emails
+    SET to_addresses = @to_addresses, cc = @cc, bcc = @bcc, updated_at = @at
+    WHERE id = @id AND created_at = @created_at AND status IN ('queued', 'processing')
+    RETURNING id, app_id
+)
+INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
+SELECT @event_id, @at, changed.id, changed.app_id, @event_type, @event_data
+FROM changed;
