@@ -25,6 +25,7 @@ type queries struct {
 	healthQueries
 	auditQueries
 	usageQueries
+	batchQueries
 }
 
 // loadQueries parses the named blocks of every file in fsys and fills q.
