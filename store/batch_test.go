@@ -87,7 +87,7 @@ func TestEmailInsertBatch(t *testing.T) {
 				t.Errorf("events = %v", evs)
 			}
 			counts, err := e.st.EmailBatchCounts(ctx, app.ID, batchID)
-			if err != nil || len(counts) != 1 || counts[store.StatusQueued] != n {
+			if err != nil || len(counts) != 1 || counts[store.StatusQueued] != int64(n) {
 				t.Errorf("counts = %v (%v)", counts, err)
 			}
 			if counts, err := e.st.EmailBatchCounts(ctx, other.ID, batchID); err != nil || len(counts) != 0 {
