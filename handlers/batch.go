@@ -44,10 +44,7 @@ func (h *Handler) CreateEmailBatch(ctx context.Context, req *oas.EmailBatchReque
 	if q.IsDraining {
 		return nil, conflict("queue_draining", "queue %q is draining and accepts no new email", q.Name)
 	}
-	p, err := batchInsertParams(pr, q, req)
-	if err != nil {
-		return nil, err
-	}
+	p := batchInsertParams(pr, q, req)
 	out := &oas.EmailBatchAccepted{BatchID: p.BatchID, Rejected: []oas.BatchRejection{}, Emails: []oas.BatchEmailRef{}}
 	indexes, err := batchEmails(ctx, p, q, req, out)
 	if err != nil {
@@ -84,7 +81,7 @@ func batchShared(req *oas.EmailBatchRequest) *oas.EmailRequest {
 }
 
 // batchInsertParams are the batch's shared fields as the store takes them.
-func batchInsertParams(pr *principal, q *store.Queue, req *oas.EmailBatchRequest) (*store.EmailBatchInsertParams, error) {
+func batchInsertParams(pr *principal, q *store.Queue, req *oas.EmailBatchRequest) *store.EmailBatchInsertParams {
 	batchID, _ := store.NewID()
 	p := &store.EmailBatchInsertParams{
 		AppID: pr.appID, Queue: q, BatchID: batchID, MessageIDDomain: domainOf(req.From.Email),
@@ -107,7 +104,7 @@ func batchInsertParams(pr *principal, q *store.Queue, req *oas.EmailBatchRequest
 		v = v.UTC()
 		p.ExpiresAt = &v
 	}
-	return p, nil
+	return p
 }
 
 // batchEmails validates and renders each entry of req into p.Emails,
@@ -136,6 +133,7 @@ func batchEmails(ctx context.Context, p *store.EmailBatchInsertParams, q *store.
 		text = &v
 	}
 	tpl := parseTemplates(req.Subject, html, text)
+	needVars := tpl.hasVars()
 	requestID := requestInfoFrom(ctx).ID
 	reject := func(i int, e *apiError) {
 		d := oas.ErrorDetail{Code: e.code, Message: e.message, RequestID: requestID}
@@ -164,16 +162,18 @@ func batchEmails(ctx context.Context, p *store.EmailBatchInsertParams, q *store.
 		}
 		vars := sharedVars
 		if own, ok := entry.Personalizations.Get(); ok && len(own) > 0 {
-			ownVars, err := decodeRawVars(own)
-			if err != nil {
-				reject(i, invalid(prefix+".personalizations", "personalizations is not a JSON object"))
-				continue
-			}
-			vars = maps.Clone(sharedVars)
-			if vars == nil {
-				vars = ownVars
-			} else {
-				maps.Copy(vars, ownVars)
+			if needVars {
+				ownVars, err := decodeRawVars(own)
+				if err != nil {
+					reject(i, invalid(prefix+".personalizations", "personalizations is not a JSON object"))
+					continue
+				}
+				vars = maps.Clone(sharedVars)
+				if vars == nil {
+					vars = ownVars
+				} else {
+					maps.Copy(vars, ownVars)
+				}
 			}
 			if be.Personalizations, err = rawMapJSON(mergeRaw(sharedRawVars, own)); err != nil {
 				reject(i, invalid(prefix+".personalizations", "personalizations is not a JSON object"))

@@ -33,6 +33,12 @@ func parseTemplates(subject string, html, text *string) *templates {
 	return t
 }
 
+// hasVars reports whether any part uses a variable, so that rendering
+// needs the personalization values at all.
+func (t *templates) hasVars() bool {
+	return t.subject.HasVars() || t.html != nil && t.html.HasVars() || t.text != nil && t.text.HasVars()
+}
+
 // missingVar is a variable a template part used with no value and no default.
 type missingVar struct {
 	part, name string
