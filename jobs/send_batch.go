@@ -40,3 +40,5 @@ func (q *Enqueuer) EnqueueSendManyTx(ctx context.Context, tx pgx.Tx, emails []*s
 	}
 	return nil
 }
+
+var _ store.SendManyEnqueuer = (*Enqueuer)(nil)
