@@ -40,6 +40,10 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 	if err != nil {
 		return nil, err
 	}
+	warnings, err := personalizeEmail(p, q.Settings.StrictPersonalization)
+	if err != nil {
+		return nil, err
+	}
 	return idempotent(ctx, h, pr.appID, params.IdempotencyKey, "createEmail", req, http.StatusAccepted,
 		func(tx *store.Store) (*oas.EmailAccepted, error) {
 			if err := tx.AppUsageTake(ctx, pr.appID, 1, time.Now()); err != nil {
@@ -49,7 +53,9 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 			if err != nil {
 				return nil, err
 			}
-			return withSuppressed(emailAcceptedToAPI(e), p, e), nil
+			out := withSuppressed(emailAcceptedToAPI(e), p, e)
+			out.Warnings = warnings
+			return out, nil
 		})
 }
 

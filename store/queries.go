@@ -28,6 +28,7 @@ type queries struct {
 	emailManageQueries  // cancel, retry
 	scheduledJobQueries // recurring emails
 	suppressionQueries
+	batchQueries
 }
 
 // loadQueries parses the named blocks of every file in fsys and fills q.

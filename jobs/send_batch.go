@@ -1,0 +1,44 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/mailqueue/mailqueue/store"
+)
+
+// sendInsertChunk is how many send jobs one COPY carries.
+const sendInsertChunk = 2000
+
+// EnqueueSendManyTx inserts the send jobs of emails in tx with
+// InsertManyFastTx (COPY), in chunks, each in the lane of its email's
+// priority and carrying metadata. It implements store.SendManyEnqueuer,
+// which reads the job ids back by that metadata.
+func (q *Enqueuer) EnqueueSendManyTx(ctx context.Context, tx pgx.Tx, emails []*store.Email, metadata json.RawMessage) error {
+	params := make([]river.InsertManyParams, len(emails))
+	for i, e := range emails {
+		lane, prio := Lane(int(e.Priority))
+		opts := &river.InsertOpts{Queue: lane, Priority: prio, MaxAttempts: int(e.MaxRetries) + 1, Metadata: metadata}
+		if e.ScheduledAt != nil {
+			opts.ScheduledAt = *e.ScheduledAt
+		}
+		params[i] = river.InsertManyParams{Args: SendArgs{EmailID: e.ID, RetryDelay: e.RetryDelay}, InsertOpts: opts}
+	}
+	for start := 0; start < len(params); start += sendInsertChunk {
+		chunk := params[start:min(start+sendInsertChunk, len(params))]
+		n, err := q.client.InsertManyFastTx(ctx, tx, chunk)
+		if err != nil {
+			return fmt.Errorf("inserting send jobs: %w", err)
+		}
+		if n != len(chunk) {
+			return fmt.Errorf("inserting send jobs: %d of %d inserted", n, len(chunk))
+		}
+	}
+	return nil
+}
+
+var _ store.SendManyEnqueuer = (*Enqueuer)(nil)

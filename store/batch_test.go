@@ -1,0 +1,101 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/mailqueue/mailqueue/jobs"
+	"github.com/mailqueue/mailqueue/store"
+	"github.com/mailqueue/mailqueue/testenv"
+)
+
+// oneByOne hides the batch method of a real enqueuer, so the store takes
+// its one-job-at-a-time path.
+type oneByOne struct{ e *jobs.Enqueuer }
+
+func (o oneByOne) EnqueueSendTx(ctx context.Context, tx pgx.Tx, e *store.Email) (int64, error) {
+	return o.e.EnqueueSendTx(ctx, tx, e)
+}
+
+func TestEmailInsertBatch(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"many", "one by one"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			pool := testenv.DB(t)
+			client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: testenv.Logger(t), TestOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var enq store.SendEnqueuer = jobs.NewEnqueuer(client)
+			if name == "one by one" {
+				enq = oneByOne{jobs.NewEnqueuer(client)}
+			}
+			e := &env{pool: pool, st: store.New(pool, enq)}
+			ctx := t.Context()
+			app, other := e.app(t, "a"), e.app(t, "b")
+			q := e.queue(t, app.ID, "default")
+
+			batchID, _ := store.NewID()
+			later := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
+			html := "<p>hi</p>"
+			p := &store.EmailBatchInsertParams{
+				AppID: app.ID, Queue: q, BatchID: batchID, MessageIDDomain: "mq.example.com",
+				From: store.Address{Email: "news@example.com", Name: "News"}, Headers: map[string]string{"X-A": "b"},
+				Priority: 8, ScheduledAt: &later,
+			}
+			n := 2500 // more than one chunk of jobs
+			if name == "one by one" {
+				n = 30
+			}
+			for i := range n {
+				p.Emails = append(p.Emails, store.BatchEmail{
+					To: store.Address{Email: fmt.Sprintf("u%d@example.com", i)}, Subject: fmt.Sprintf("s%d", i), HTML: &html,
+					Metadata: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)),
+				})
+			}
+			ids, err := e.st.EmailInsertBatch(ctx, p)
+			if err != nil {
+				t.Fatalf("EmailInsertBatch: %v", err)
+			}
+			if len(ids) != n {
+				t.Fatalf("%d ids", len(ids))
+			}
+			var c int
+			err = pool.QueryRow(ctx, `SELECT count(*) FROM emails e JOIN river_job j ON j.id = e.job_id
+				WHERE e.batch_id = $1 AND j.args->>'email_id' = e.id::text AND j.state = 'scheduled'
+				  AND j.queue = 'high' AND e.metadata->>'i' = substr(e.subject, 2)
+				  AND e.to_addresses->0->>'email' = 'u' || substr(e.subject, 2) || '@example.com'
+				  AND e.scheduled_at = $2 AND e.priority = 8`, batchID, later).Scan(&c)
+			if err != nil || c != n {
+				t.Errorf("consistent rows = %d (%v), want %d", c, err, n)
+			}
+			got, err := e.st.EmailGet(ctx, app.ID, ids[n-1])
+			if err != nil || got.Subject != fmt.Sprintf("s%d", n-1) || *got.BatchID != batchID || got.Headers["X-A"] != "b" ||
+				*got.FromName != "News" || got.Status != store.StatusQueued || got.NextAttemptAt == nil {
+				t.Errorf("last email = %+v (%v)", got, err)
+			}
+			if evs := e.eventTypes(t, app.ID, ids[0]); len(evs) != 1 || evs[0] != "queued" {
+				t.Errorf("events = %v", evs)
+			}
+			counts, err := e.st.EmailBatchCounts(ctx, app.ID, batchID)
+			if err != nil || len(counts) != 1 || counts[store.StatusQueued] != int64(n) {
+				t.Errorf("counts = %v (%v)", counts, err)
+			}
+			if counts, err := e.st.EmailBatchCounts(ctx, other.ID, batchID); err != nil || len(counts) != 0 {
+				t.Errorf("another app's counts = %v (%v)", counts, err)
+			}
+			if counts, err := e.st.EmailBatchCounts(ctx, app.ID, uuid.New()); err != nil || len(counts) != 0 {
+				t.Errorf("unknown batch counts = %v (%v)", counts, err)
+			}
+		})
+	}
+}
