@@ -60,6 +60,8 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 
 	redis := ratelimit.NewClient(cfg.RedisAddrs)
 	defer redis.Close()
+	// One circuit breaker per process; its state is shared through Redis.
+	breaker := ratelimit.NewBreaker(redis, ratelimit.DefaultPrefix)
 
 	var box *secret.Box
 	if key := cfg.EncryptionKeyBytes(); key != nil {
@@ -89,7 +91,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		river.AddWorker(workers, &jobs.SendWorker{
 			Transitions: transitions,
 			Store:       st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
-			SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer},
+			SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer}, Breaker: breaker,
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})
@@ -154,6 +156,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		defer cancelUI()
 		h, err := handlers.New(uiCtx, handlers.Deps{
 			Config: cfg, Store: st, Redis: redis, River: client, Box: box, Logger: logger, Version: version,
+			Breaker: breaker,
 		})
 		if err != nil {
 			_ = stopAll()
