@@ -62,6 +62,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	defer redis.Close()
 	// One circuit breaker per process; its state is shared through Redis.
 	breaker := ratelimit.NewBreaker(redis, ratelimit.DefaultPrefix)
+	breaker.OpenAfter, breaker.OpenFor, breaker.CloseAfter = cfg.BreakerFailures, cfg.BreakerOpenFor, cfg.BreakerSuccesses
 
 	var box *secret.Box
 	if key := cfg.EncryptionKeyBytes(); key != nil {
