@@ -157,7 +157,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		defer cancelUI()
 		h, err := handlers.New(uiCtx, handlers.Deps{
 			Config: cfg, Store: st, Redis: redis, River: client, Box: box, Logger: logger, Version: version,
-			Breaker: breaker,
+			Breaker: breaker, Dedup: ratelimit.NewDedup(redis, ratelimit.DefaultPrefix),
 		})
 		if err != nil {
 			_ = stopAll()
