@@ -283,7 +283,11 @@ func (b *Breaker) report(ctx context.Context, host string, success bool) Breaker
 			if !success {
 				// Listed for the health report; a lost SADD only hides
 				// the host there, it changes no decision.
-				b.rdb.SAdd(ctx, b.hostsKey(), host)
+				// It expires with the last state it lists.
+				p := b.rdb.Pipeline()
+				p.SAdd(ctx, b.hostsKey(), host)
+				p.Expire(ctx, b.hostsKey(), breakerTTL)
+				_, _ = p.Exec(ctx)
 			}
 			return c
 		}
