@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/ratelimit"
 	"github.com/mailqueue/mailqueue/store"
 )
 
@@ -33,8 +35,25 @@ func breakerHost(srv mail.Server) string {
 }
 
 // minBreakerSnooze keeps a job whose probe slot is just being released
-// from coming straight back.
-const minBreakerSnooze = time.Second
+// from coming straight back; maxProbeSnooze is the longest a job waits for
+// a half-open breaker's probe, which usually ends in well under the probe
+// lease.
+const (
+	minBreakerSnooze = time.Second
+	maxProbeSnooze   = 5 * time.Second
+)
+
+// breakerSnooze is how long a refused job waits: until the breaker may let
+// a probe through, plus up to a fifth more at random, so the backlog of an
+// open host does not all come back in the same instant.
+func breakerSnooze(d ratelimit.BreakerDecision) time.Duration {
+	wait := d.RetryIn
+	if d.State == ratelimit.BreakerHalfOpen {
+		wait = min(wait, maxProbeSnooze)
+	}
+	wait = max(wait, minBreakerSnooze)
+	return wait + rand.N(wait/5+1)
+}
 
 // breakerWait asks the circuit breaker whether e may be sent to srv now.
 // When it may not, it returns the result of snoozing the job (wait is
@@ -49,7 +68,7 @@ func (w *SendWorker) breakerWait(ctx context.Context, e *store.EmailForSend, srv
 		return false, nil
 	}
 	sendsSnoozed.WithLabelValues("circuit_open").Inc()
-	return true, w.wait(ctx, e, "circuit open for SMTP host "+host, max(d.RetryIn, minBreakerSnooze))
+	return true, w.wait(ctx, e, "circuit open for SMTP host "+host, breakerSnooze(d))
 }
 
 // afterSend tells the circuit breaker how a send to srv went, and counts it.

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/textproto"
 	"testing"
+	"time"
 
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/ratelimit"
 )
 
 func TestHostFault(t *testing.T) {
@@ -39,6 +41,24 @@ func TestHostFault(t *testing.T) {
 		fault, counts := hostFault(tc.ctx, tc.err)
 		if fault != tc.fault || counts != tc.counts {
 			t.Errorf("%s: fault=%v counts=%v, want %v %v", tc.name, fault, counts, tc.fault, tc.counts)
+		}
+	}
+}
+
+func TestBreakerSnooze(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		d        ratelimit.BreakerDecision
+		min, max time.Duration
+	}{
+		{ratelimit.BreakerDecision{State: ratelimit.BreakerOpen, RetryIn: 20 * time.Second}, 20 * time.Second, 24 * time.Second},
+		{ratelimit.BreakerDecision{State: ratelimit.BreakerOpen, RetryIn: time.Millisecond}, time.Second, 1200 * time.Millisecond},
+		{ratelimit.BreakerDecision{State: ratelimit.BreakerHalfOpen, RetryIn: 2 * time.Minute}, 5 * time.Second, 6 * time.Second},
+	} {
+		for range 50 {
+			if got := breakerSnooze(tc.d); got < tc.min || got > tc.max {
+				t.Errorf("breakerSnooze(%+v) = %s, want within [%s, %s]", tc.d, got, tc.min, tc.max)
+			}
 		}
 	}
 }
