@@ -26,6 +26,7 @@ func (h *Handler) dedupBegin(ctx context.Context, appID uuid.UUID, key, operatio
 		return nil, nil, idempotencyInFlight()
 	case errors.Is(err, ratelimit.ErrDedupMismatch):
 		return nil, nil, idempotencyMismatch()
+	case errors.Is(err, ratelimit.ErrDedupSkipped):
 	case err != nil:
 		h.logger.WarnContext(ctx, "idempotency fast path unavailable; using PostgreSQL alone", "error", err)
 	case rec != nil:

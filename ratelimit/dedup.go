@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,7 +34,14 @@ type Dedup struct {
 
 	rdb    redis.UniversalClient
 	prefix string
+	// skipUntil (unix ns): after a Redis failure the fast path is skipped
+	// for redisRetry, so an outage costs one timeout a second, not one per
+	// request.
+	skipUntil atomic.Int64
 }
+
+// ErrDedupSkipped means Redis failed moments ago and is not being asked.
+var ErrDedupSkipped = errors.New("idempotency fast path skipped after a recent Redis failure")
 
 // Defaults of a Dedup.
 const (
@@ -108,6 +116,9 @@ const (
 // (replay it), ErrDedupInFlight, ErrDedupMismatch, or another error when
 // Redis failed: then the caller must go on without the fast path.
 func (d *Dedup) Begin(ctx context.Context, appID uuid.UUID, key, operation string, requestHash []byte) (*DedupClaim, *DedupRecord, error) {
+	if time.Now().UnixNano() < d.skipUntil.Load() {
+		return nil, nil, ErrDedupSkipped
+	}
 	var tok [16]byte
 	_, _ = rand.Read(tok[:])
 	c := &DedupClaim{key: d.key(appID, key), token: inFlightMark + hex.EncodeToString(tok[:])}
@@ -116,6 +127,7 @@ func (d *Dedup) Begin(ctx context.Context, appID uuid.UUID, key, operation strin
 		return c, nil, nil
 	}
 	if err != nil {
+		d.skipUntil.Store(time.Now().Add(redisRetry).UnixNano())
 		return nil, nil, fmt.Errorf("claiming idempotency key in Redis: %w", err)
 	}
 	if len(v) >= len(inFlightMark) && v[:len(inFlightMark)] == inFlightMark {
