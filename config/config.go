@@ -88,6 +88,13 @@ type Config struct {
 	// it on a loopback address: profiles reveal internals.
 	PprofAddr string `envconfig:"MQ_PPROF_ADDR"`
 
+	// Circuit breaker per SMTP host (DESIGN.md, decision 7): it opens after
+	// BreakerFailures consecutive failures, lets one probe through after
+	// BreakerOpenFor, and closes after BreakerSuccesses successful probes.
+	BreakerFailures  int           `envconfig:"MQ_BREAKER_FAILURES" default:"5"`
+	BreakerOpenFor   time.Duration `envconfig:"MQ_BREAKER_OPEN_FOR" default:"30s"`
+	BreakerSuccesses int           `envconfig:"MQ_BREAKER_SUCCESSES" default:"3"`
+
 	encryptionKey  []byte
 	previousKeys   [][]byte
 	trustedProxies []netip.Prefix
@@ -218,6 +225,12 @@ func (c *Config) validate() error {
 	}
 	if c.APIKeyGracePeriod < 0 {
 		bad("API_KEY_GRACE_PERIOD", "must not be negative")
+	}
+	if c.BreakerFailures < 1 || c.BreakerSuccesses < 1 {
+		bad("BREAKER_FAILURES", "and MQ_BREAKER_SUCCESSES must be at least 1")
+	}
+	if c.BreakerOpenFor < time.Second {
+		bad("BREAKER_OPEN_FOR", "must be at least 1s, not %s", c.BreakerOpenFor)
 	}
 	return errors.Join(errs...)
 }

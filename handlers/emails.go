@@ -25,6 +25,9 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 	if err := validateEmailRequest(req, time.Now()); err != nil {
 		return nil, err
 	}
+	if err := h.checkPriority(ctx, pr.appID, req.Priority); err != nil {
+		return nil, err
+	}
 	queueName := req.Queue.Or(store.DefaultQueueName)
 	q, err := h.store.QueueGetByName(ctx, pr.appID, queueName)
 	if errors.Is(err, store.ErrNotFound) {

@@ -22,6 +22,7 @@ import (
 	"github.com/mailqueue/mailqueue/config"
 	"github.com/mailqueue/mailqueue/mail"
 	"github.com/mailqueue/mailqueue/oas"
+	"github.com/mailqueue/mailqueue/ratelimit"
 	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
 )
@@ -49,6 +50,8 @@ type Handler struct {
 	adminDigest [32]byte
 	box         *secret.Box
 	unsub       *mail.Unsubscribe // List-Unsubscribe tokens
+	breaker     *ratelimit.Breaker
+	dedup       *ratelimit.Dedup
 }
 
 // Deps are what the API needs from the process that runs it.
@@ -60,6 +63,11 @@ type Deps struct {
 	Box     *secret.Box           // seals stored secrets (SMTP passwords)
 	Logger  *slog.Logger
 	Version string
+	// Breaker is the SMTP circuit breaker shown by the detailed health
+	// report; Dedup is the Idempotency-Key fast path. When nil, each is
+	// built on Redis with ratelimit.DefaultPrefix.
+	Breaker *ratelimit.Breaker
+	Dedup   *ratelimit.Dedup
 }
 
 // New returns the whole HTTP surface: the API generated from openapi.yaml
@@ -77,6 +85,12 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 			d.Config.EncryptionKeyBytes(), d.Config.PreviousEncryptionKeys()...),
 	}
 	h.usage = startKeyUsage(ctx, d.Store, logger)
+	if h.breaker = d.Breaker; h.breaker == nil {
+		h.breaker = ratelimit.NewBreaker(d.Redis, ratelimit.DefaultPrefix)
+	}
+	if h.dedup = d.Dedup; h.dedup == nil {
+		h.dedup = ratelimit.NewDedup(d.Redis, ratelimit.DefaultPrefix)
+	}
 	api, err := oas.NewServer(h, h,
 		oas.WithErrorHandler(h.errorHandler),
 		oas.WithNotFound(h.routeNotFound),
@@ -88,6 +102,8 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
+	mux.Handle("/v1/health/detailed", h.markHealthAdmin(api))
+	mux.Handle("/metrics", h.metricsHandler())
 	if d.River != nil {
 		ui, err := riverui.NewHandler(&riverui.HandlerOpts{
 			Endpoints: riverui.NewEndpoints(d.River, nil),

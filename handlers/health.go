@@ -38,6 +38,13 @@ func (h *Handler) GetHealthDetailed(ctx context.Context) (*oas.HealthDetailed, e
 			out.Queues = oas.HealthQueues{TotalPending: int(c.Pending), TotalProcessing: int(c.Running)}
 		}
 	}
+	if h.breaker.Degraded() && out.Status == oas.HealthStateHealthy {
+		// Redis answered the ping but failed the breaker's last call.
+		out.Status = oas.HealthStateDegraded
+	}
+	if healthAdmin(ctx) {
+		out.CircuitBreakers = h.circuitBreakers(ctx)
+	}
 	return out, nil
 }
 

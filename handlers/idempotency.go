@@ -25,7 +25,8 @@ type jsonBody interface {
 // stored response commits with the work, so there is never a key without
 // its result or a result without its key. It is stored sealed, because some
 // responses carry a secret shown only once. Without a key, create just runs
-// in a transaction.
+// in a transaction. In front of all this, Redis answers duplicates and
+// replays without reaching PostgreSQL (idempotency_fast.go).
 func idempotent[T any, PT interface {
 	*T
 	jsonBody
@@ -51,19 +52,28 @@ func idempotent[T any, PT interface {
 	// The seal is bound to the tenant and key: a stored response cannot be
 	// replayed under another.
 	sealContext := "idempotency:" + appID.String() + ":" + k
+	claim, cached, err := h.dedupBegin(ctx, appID, k, operation, sum, sealContext)
+	if err != nil {
+		return nil, err
+	}
+	if cached != nil {
+		out := PT(new(T))
+		return out, out.UnmarshalJSON(cached)
+	}
 	var out PT
+	var final *store.StoredResponse // what PostgreSQL saved or replayed
+	defer func() { h.dedupFinish(ctx, claim, operation, sum, final, err) }()
 	err = h.store.Tx(ctx, func(tx *store.Store) error {
 		stored, err := tx.IdempotencyBegin(ctx, appID, k, operation, sum)
 		switch {
 		case errors.Is(err, store.ErrIdempotencyInFlight):
-			return conflict("idempotency_in_progress", "a request with this Idempotency-Key is still being processed; retry shortly")
+			return idempotencyInFlight()
 		case errors.Is(err, store.ErrIdempotencyMismatch):
-			e := invalid("Idempotency-Key", "this Idempotency-Key was already used with a different request body")
-			e.code = "idempotency_mismatch"
-			return e
+			return idempotencyMismatch()
 		case err != nil:
 			return err
 		case stored != nil:
+			final = stored
 			body, err := h.box.Open(stored.Body, stored.KeyID, sealContext)
 			if err != nil {
 				return err
@@ -79,7 +89,8 @@ func idempotent[T any, PT interface {
 			return err
 		}
 		sealed, keyID := h.box.Seal(resp, sealContext)
-		return tx.IdempotencySave(ctx, appID, k, operation, sum, &store.StoredResponse{StatusCode: status, Body: sealed, KeyID: keyID})
+		final = &store.StoredResponse{StatusCode: status, Body: sealed, KeyID: keyID}
+		return tx.IdempotencySave(ctx, appID, k, operation, sum, final)
 	})
 	return out, err
 }

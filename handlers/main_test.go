@@ -104,8 +104,11 @@ func setup(t *testing.T) *bundle {
 	t.Cleanup(func() { _ = rdb.Close() })
 
 	uiCtx, cancel := context.WithCancel(context.Background())
+	// A private key prefix: tests share one Redis, but not their keys.
+	prefix := "mqtest:" + uuid.NewString() + ":"
 	h, err := handlers.New(uiCtx, handlers.Deps{
 		Config: cfg, Store: st, Redis: rdb, River: rc, Box: box, Logger: logger, Version: "test",
+		Breaker: ratelimit.NewBreaker(rdb, prefix), Dedup: ratelimit.NewDedup(rdb, prefix),
 	})
 	if err != nil {
 		cancel()

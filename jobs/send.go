@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/ratelimit"
 	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
 )
@@ -81,6 +82,8 @@ type SendWorker struct {
 	// Unsubscribe makes List-Unsubscribe headers for queues that enable
 	// them; when nil, none are added.
 	Unsubscribe *mail.Unsubscribe
+	// Breaker, when set, is the circuit breaker per SMTP host.
+	Breaker *ratelimit.Breaker
 }
 
 func (w *SendWorker) transition(ctx context.Context, p *store.EmailTransitionParams) (bool, error) {
@@ -133,6 +136,17 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		// A deactivated app's email waits, unsent, in case it is reactivated.
 		return w.wait(ctx, e, "the app is deactivated", inactiveSnooze)
 	}
+	// The server is resolved before the email moves to processing, so an
+	// open circuit breaker leaves it queued (jobs/breaker.go).
+	var srv mail.Server
+	var srvErr error
+	if !e.Sandbox {
+		if srv, srvErr = w.server(ctx, e); srvErr == nil {
+			if wait, err := w.breakerWait(ctx, e, srv); wait {
+				return err
+			}
+		}
+	}
 
 	moved, err := w.transition(ctx, &store.EmailTransitionParams{
 		ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusProcessing,
@@ -154,10 +168,9 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		return w.simulate(ctx, e, job)
 	}
 
-	srv, err := w.server(ctx, e)
-	if err != nil {
-		log.Warn("no SMTP server for the email", "error", err)
-		return w.fail(ctx, e, job, err, false)
+	if srvErr != nil {
+		log.Warn("no SMTP server for the email", "error", srvErr)
+		return w.fail(ctx, e, job, srvErr, false)
 	}
 	msg, err := message(&e.Email)
 	if err != nil {
@@ -165,7 +178,9 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	}
 	w.listUnsubscribe(e, msg)
 	started := w.now()
-	if err := w.Sender.Send(ctx, srv, msg); err != nil {
+	err = w.Sender.Send(ctx, srv, msg)
+	w.afterSend(ctx, srv, err)
+	if err != nil {
 		log.Warn("send failed", "error", err, "smtp_host", srv.Host)
 		return w.fail(ctx, e, job, err, mail.IsPermanent(err))
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/mailqueue/mailqueue/bench/smtpsink"
 	"github.com/mailqueue/mailqueue/jobs"
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/ratelimit"
 	"github.com/mailqueue/mailqueue/store"
 	"github.com/mailqueue/mailqueue/testenv"
 )
@@ -51,6 +52,8 @@ type harnessOptions struct {
 	jobTimeout time.Duration
 	// unsubscribe makes List-Unsubscribe headers (nil = none).
 	unsubscribe *mail.Unsubscribe
+	// breaker is the send worker's circuit breaker (none when nil).
+	breaker *ratelimit.Breaker
 }
 
 // harness is a real send pipeline: a fresh database, a River client working
@@ -84,7 +87,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SendWorker{
 		Store: st, Sender: jobs.PoolSender{Pools: pools}, DefaultServer: srv, Logger: logger,
-		JobTimeout: o.jobTimeout, Unsubscribe: o.unsubscribe,
+		JobTimeout: o.jobTimeout, Unsubscribe: o.unsubscribe, Breaker: o.breaker,
 	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues:            jobs.QueueConfig(8),

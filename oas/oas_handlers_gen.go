@@ -5976,7 +5976,9 @@ func (s *Server) handleGetHealthRequest(args [0]string, argsEscaped bool, w http
 // handleGetHealthDetailedRequest handles getHealthDetailed operation.
 //
 // Checks PostgreSQL, Redis and (when configured) the SMTP sink, and reports workers, queue depth and
-// SMTP circuit breakers. Always 200; read `status`. No authentication.
+// SMTP circuit breakers. Always 200; read `status`. No authentication; but `circuit_breakers`, which
+// names tenants' SMTP hosts, is only included when the request carries the admin secret as a Bearer
+// token.
 //
 // GET /v1/health/detailed
 func (s *Server) handleGetHealthDetailedRequest(args [0]string, argsEscaped bool, w http.ResponseWriter, r *http.Request) {

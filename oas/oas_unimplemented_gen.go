@@ -317,7 +317,9 @@ func (UnimplementedHandler) GetHealth(ctx context.Context) (r *Health, _ error) 
 // GetHealthDetailed implements getHealthDetailed operation.
 //
 // Checks PostgreSQL, Redis and (when configured) the SMTP sink, and reports workers, queue depth and
-// SMTP circuit breakers. Always 200; read `status`. No authentication.
+// SMTP circuit breakers. Always 200; read `status`. No authentication; but `circuit_breakers`, which
+// names tenants' SMTP hosts, is only included when the request carries the admin secret as a Bearer
+// token.
 //
 // GET /v1/health/detailed
 func (UnimplementedHandler) GetHealthDetailed(ctx context.Context) (r *HealthDetailed, _ error) {

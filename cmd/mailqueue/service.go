@@ -60,6 +60,9 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 
 	redis := ratelimit.NewClient(cfg.RedisAddrs)
 	defer redis.Close()
+	// One circuit breaker per process; its state is shared through Redis.
+	breaker := ratelimit.NewBreaker(redis, ratelimit.DefaultPrefix)
+	breaker.OpenAfter, breaker.OpenFor, breaker.CloseAfter = cfg.BreakerFailures, cfg.BreakerOpenFor, cfg.BreakerSuccesses
 
 	var box *secret.Box
 	if key := cfg.EncryptionKeyBytes(); key != nil {
@@ -91,6 +94,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 			Store:       st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
 			SMTP:        &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer, AllowPrivate: cfg.SMTPAllowPrivate},
 			Unsubscribe: mail.NewUnsubscribe(cfg.PublicURL, cfg.InboundMailDomain(), cfg.EncryptionKeyBytes(), cfg.PreviousEncryptionKeys()...),
+			Breaker:     breaker,
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})
@@ -161,6 +165,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		defer cancelUI()
 		h, err := handlers.New(uiCtx, handlers.Deps{
 			Config: cfg, Store: st, Redis: redis, River: client, Box: box, Logger: logger, Version: version,
+			Breaker: breaker, Dedup: ratelimit.NewDedup(redis, ratelimit.DefaultPrefix),
 		})
 		if err != nil {
 			_ = stopAll()
