@@ -76,6 +76,18 @@ type Config struct {
 	// it on a loopback address: profiles reveal internals.
 	PprofAddr string `envconfig:"MQ_PPROF_ADDR"`
 
+	// Rate limits (ratelimit package). RedisPrefix starts every Redis key,
+	// so services or tests sharing a Redis keep their limits apart.
+	RedisPrefix string `envconfig:"MQ_REDIS_PREFIX" default:"mq:"`
+	// GlobalRateLimit caps all email sent, in emails/minute; 0 = unlimited.
+	GlobalRateLimit int `envconfig:"MQ_GLOBAL_RATE_LIMIT" default:"0"`
+	// APIRateLimit is each API key's requests/second (burst the same) unless
+	// the key has its own rate_limit; 0 = keys without one are unlimited.
+	APIRateLimit int `envconfig:"MQ_API_RATE_LIMIT" default:"1000"`
+	// RateLimitProcesses is how many processes share the limits: while
+	// Redis is unreachable each allows 1/N of every limit on its own.
+	RateLimitProcesses int `envconfig:"MQ_RATE_LIMIT_PROCESSES" default:"1"`
+
 	encryptionKey  []byte
 	previousKeys   [][]byte
 	trustedProxies []netip.Prefix
@@ -207,6 +219,7 @@ func (c *Config) validate() error {
 	if c.APIKeyGracePeriod < 0 {
 		bad("API_KEY_GRACE_PERIOD", "must not be negative")
 	}
+	c.validateRateLimits(bad)
 	return errors.Join(errs...)
 }
 

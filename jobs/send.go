@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/ratelimit"
 	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
 )
@@ -78,6 +79,8 @@ type SendWorker struct {
 	Transitions *TransitionWriter
 	// JobTimeout limits one send (0 = 5 minutes).
 	JobTimeout time.Duration
+	// Limits holds the global, app and queue send limits; nil = none.
+	Limits *ratelimit.Limiter
 }
 
 func (w *SendWorker) transition(ctx context.Context, p *store.EmailTransitionParams) (bool, error) {
@@ -129,6 +132,9 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	if !e.AppIsActive {
 		// A deactivated app's email waits, unsent, in case it is reactivated.
 		return w.wait(ctx, e, "the app is deactivated", inactiveSnooze)
+	}
+	if reason, d, limited := w.rateLimited(ctx, e, job); limited {
+		return w.wait(ctx, e, reason, d)
 	}
 
 	moved, err := w.transition(ctx, &store.EmailTransitionParams{

@@ -22,6 +22,7 @@ import (
 	"github.com/mailqueue/mailqueue/bench/smtpsink"
 	"github.com/mailqueue/mailqueue/jobs"
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/ratelimit"
 	"github.com/mailqueue/mailqueue/store"
 	"github.com/mailqueue/mailqueue/testenv"
 )
@@ -49,6 +50,8 @@ type harnessOptions struct {
 	settings store.QueueSettings
 	// jobTimeout is the send worker's job timeout (0 = its default).
 	jobTimeout time.Duration
+	// limits are the send limits (nil = none).
+	limits *ratelimit.Limiter
 }
 
 // harness is a real send pipeline: a fresh database, a River client working
@@ -82,7 +85,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SendWorker{
 		Store: st, Sender: jobs.PoolSender{Pools: pools}, DefaultServer: srv, Logger: logger,
-		JobTimeout: o.jobTimeout,
+		JobTimeout: o.jobTimeout, Limits: o.limits,
 	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues:            jobs.QueueConfig(8),
