@@ -21,6 +21,7 @@ import (
 
 	"github.com/mailqueue/mailqueue/config"
 	"github.com/mailqueue/mailqueue/oas"
+	"github.com/mailqueue/mailqueue/ratelimit"
 	"github.com/mailqueue/mailqueue/secret"
 	"github.com/mailqueue/mailqueue/store"
 )
@@ -47,6 +48,7 @@ type Handler struct {
 	usage       *keyUsage // batches last_used_at writes
 	adminDigest [32]byte
 	box         *secret.Box
+	limiter     *ratelimit.Limiter // per-key API limits; nil = none
 }
 
 // Deps are what the API needs from the process that runs it.
@@ -58,6 +60,9 @@ type Deps struct {
 	Box     *secret.Box           // seals stored secrets (SMTP passwords)
 	Logger  *slog.Logger
 	Version string
+	// Limiter takes API keys' rate-limit tokens; nil builds one from
+	// Config and Redis.
+	Limiter *ratelimit.Limiter
 }
 
 // New returns the whole HTTP surface: the API generated from openapi.yaml
@@ -71,6 +76,7 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		cursors:     newCursors(append([]byte(d.Config.AdminSecret), d.Config.EncryptionKeyBytes()...)),
 		keys:        newKeyCache(d.Store, time.Second),
 		adminDigest: sha256.Sum256([]byte(d.Config.AdminSecret)),
+		limiter:     limiterFrom(d),
 	}
 	h.usage = startKeyUsage(ctx, d.Store, logger)
 	api, err := oas.NewServer(h, h,
@@ -83,7 +89,7 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		return nil, fmt.Errorf("building API server: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", api)
+	mux.Handle("/", withRateHeaders(api))
 	if d.River != nil {
 		ui, err := riverui.NewHandler(&riverui.HandlerOpts{
 			Endpoints: riverui.NewEndpoints(d.River, nil),

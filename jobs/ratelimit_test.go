@@ -265,6 +265,7 @@ func TestSendRedisDown(t *testing.T) {
 		}
 	}
 	waitSent(300, 30*time.Second)
+	t.Logf("300 delivered %v after the start", time.Since(start))
 	srv.Kill()
 	killed := time.Now()
 	t.Logf("Redis killed after %d messages", len(h.sink.Messages()))
@@ -290,8 +291,19 @@ func TestSendRedisDown(t *testing.T) {
 		t.Fatalf("%d distinct of %d delivered: %v", n, len(h.sink.Messages()), err)
 	}
 
+	t.Logf("all %d delivered %v after the start, %v after Redis died", total, time.Since(start), time.Since(killed))
+
 	srv.Start()
-	time.Sleep(300 * time.Millisecond) // past RetryRedisAfter
+	// The client reconnects within a second or two (go-redis retries
+	// dialing in the background once dials have failed).
+	back := time.Now()
+	for l.TakeSend(ctx, ratelimit.SendLimits{AppID: h.app.ID, QueueID: uuid.New(), Queue: 60}).Local {
+		if time.Since(back) > 10*time.Second {
+			t.Fatal("limits still decided in-process 10s after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("limits shared again %v after Redis restarted", time.Since(back))
 	other := ratelimit.New(rdb, opts)
 	s := ratelimit.SendLimits{AppID: h.app.ID, QueueID: uuid.New(), Queue: 60}
 	if d := l.TakeSend(ctx, s); !d.Allowed || d.Local {

@@ -60,6 +60,12 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 
 	redis := ratelimit.NewClient(cfg.RedisAddrs)
 	defer redis.Close()
+	// One limiter for the API and the workers of this process, so both
+	// fall back to in-process limits, and come back, together.
+	limiter := ratelimit.New(redis, ratelimit.Options{
+		Prefix: cfg.RedisPrefix, Global: cfg.GlobalRateLimit, API: cfg.APIRateLimit,
+		Processes: cfg.RateLimitProcesses, Logger: logger,
+	})
 
 	var box *secret.Box
 	if key := cfg.EncryptionKeyBytes(); key != nil {
@@ -89,7 +95,8 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		river.AddWorker(workers, &jobs.SendWorker{
 			Transitions: transitions,
 			Store:       st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
-			SMTP: &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer},
+			SMTP:   &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer},
+			Limits: limiter,
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})
@@ -154,6 +161,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		defer cancelUI()
 		h, err := handlers.New(uiCtx, handlers.Deps{
 			Config: cfg, Store: st, Redis: redis, River: client, Box: box, Logger: logger, Version: version,
+			Limiter: limiter,
 		})
 		if err != nil {
 			_ = stopAll()
