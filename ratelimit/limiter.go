@@ -122,7 +122,10 @@ func (l *Limiter) redisOK() {
 const redisRatePrefix = "rate:"
 
 // Lua time, as redis_rate keeps it: seconds since 2017-01-01 as a float.
+// replicate_commands lets a script write after TIME on Redis before 5
+// (it is the default since, and a no-op on 7).
 const luaNow = `
+redis.replicate_commands()
 local t = redis.call("TIME")
 local now = (t[1] - 1483228800) + (t[2] / 1000000)
 `
