@@ -94,6 +94,17 @@ type Config struct {
 	BreakerFailures  int           `envconfig:"MQ_BREAKER_FAILURES" default:"5"`
 	BreakerOpenFor   time.Duration `envconfig:"MQ_BREAKER_OPEN_FOR" default:"30s"`
 	BreakerSuccesses int           `envconfig:"MQ_BREAKER_SUCCESSES" default:"3"`
+	// Rate limits (ratelimit package). RedisPrefix starts every Redis key,
+	// so services or tests sharing a Redis keep their limits apart.
+	RedisPrefix string `envconfig:"MQ_REDIS_PREFIX" default:"mq:"`
+	// GlobalRateLimit caps all email sent, in emails/minute; 0 = unlimited.
+	GlobalRateLimit int `envconfig:"MQ_GLOBAL_RATE_LIMIT" default:"0"`
+	// APIRateLimit is each API key's requests/second (burst the same) unless
+	// the key has its own rate_limit; 0 = keys without one are unlimited.
+	APIRateLimit int `envconfig:"MQ_API_RATE_LIMIT" default:"1000"`
+	// RateLimitProcesses is how many processes share the limits: while
+	// Redis is unreachable each allows 1/N of every limit on its own.
+	RateLimitProcesses int `envconfig:"MQ_RATE_LIMIT_PROCESSES" default:"1"`
 
 	encryptionKey  []byte
 	previousKeys   [][]byte
@@ -232,6 +243,7 @@ func (c *Config) validate() error {
 	if c.BreakerOpenFor < time.Second {
 		bad("BREAKER_OPEN_FOR", "must be at least 1s, not %s", c.BreakerOpenFor)
 	}
+	c.validateRateLimits(bad)
 	return errors.Join(errs...)
 }
 

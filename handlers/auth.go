@@ -85,6 +85,9 @@ func (h *Handler) HandleApiKey(ctx context.Context, op oas.OperationName, t oas.
 	case !k.AppIsActive:
 		return ctx, forbidden("app_inactive", "this app has been deactivated; contact your Mail Queue administrator")
 	}
+	if err := h.takeAPIToken(ctx, k); err != nil {
+		return ctx, err
+	}
 	if len(k.IPAllowlist) > 0 && !ipAllowed(k.IPAllowlist, requestInfoFrom(ctx).IP) {
 		return ctx, forbidden("ip_not_allowed", "requests from this IP address are not allowed for this key")
 	}

@@ -52,6 +52,7 @@ type Handler struct {
 	unsub       *mail.Unsubscribe // List-Unsubscribe tokens
 	breaker     *ratelimit.Breaker
 	dedup       *ratelimit.Dedup
+	limiter     *ratelimit.Limiter // per-key API limits; nil = none
 }
 
 // Deps are what the API needs from the process that runs it.
@@ -68,6 +69,9 @@ type Deps struct {
 	// built on Redis with ratelimit.DefaultPrefix.
 	Breaker *ratelimit.Breaker
 	Dedup   *ratelimit.Dedup
+	// Limiter takes API keys' rate-limit tokens; nil builds one from
+	// Config and Redis.
+	Limiter *ratelimit.Limiter
 }
 
 // New returns the whole HTTP surface: the API generated from openapi.yaml
@@ -83,6 +87,7 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		adminDigest: sha256.Sum256([]byte(d.Config.AdminSecret)),
 		unsub: mail.NewUnsubscribe(d.Config.PublicURL, d.Config.InboundMailDomain(),
 			d.Config.EncryptionKeyBytes(), d.Config.PreviousEncryptionKeys()...),
+		limiter: limiterFrom(d),
 	}
 	h.usage = startKeyUsage(ctx, d.Store, logger)
 	if h.breaker = d.Breaker; h.breaker == nil {
@@ -101,7 +106,7 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		return nil, fmt.Errorf("building API server: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", api)
+	mux.Handle("/", withRateHeaders(api))
 	mux.Handle("/v1/health/detailed", h.markHealthAdmin(api))
 	mux.Handle("/metrics", h.metricsHandler())
 	if d.River != nil {

@@ -84,6 +84,8 @@ type SendWorker struct {
 	Unsubscribe *mail.Unsubscribe
 	// Breaker, when set, is the circuit breaker per SMTP host.
 	Breaker *ratelimit.Breaker
+	// Limits holds the global, app and queue send limits; nil = none.
+	Limits *ratelimit.Limiter
 }
 
 func (w *SendWorker) transition(ctx context.Context, p *store.EmailTransitionParams) (bool, error) {
@@ -135,6 +137,11 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	if !e.AppIsActive {
 		// A deactivated app's email waits, unsent, in case it is reactivated.
 		return w.wait(ctx, e, "the app is deactivated", inactiveSnooze)
+	}
+	// Rate limits before the breaker: a half-open breaker's single probe
+	// must not be taken by an email that then waits for a token.
+	if reason, d, limited := w.rateLimited(ctx, e, job); limited {
+		return w.wait(ctx, e, reason, d)
 	}
 	// The server is resolved before the email moves to processing, so an
 	// open circuit breaker leaves it queued (jobs/breaker.go).

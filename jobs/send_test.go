@@ -54,6 +54,8 @@ type harnessOptions struct {
 	unsubscribe *mail.Unsubscribe
 	// breaker is the send worker's circuit breaker (none when nil).
 	breaker *ratelimit.Breaker
+	// limits are the send limits (nil = none).
+	limits *ratelimit.Limiter
 }
 
 // harness is a real send pipeline: a fresh database, a River client working
@@ -87,7 +89,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SendWorker{
 		Store: st, Sender: jobs.PoolSender{Pools: pools}, DefaultServer: srv, Logger: logger,
-		JobTimeout: o.jobTimeout, Unsubscribe: o.unsubscribe, Breaker: o.breaker,
+		JobTimeout: o.jobTimeout, Unsubscribe: o.unsubscribe, Breaker: o.breaker, Limits: o.limits,
 	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Queues:            jobs.QueueConfig(8),

@@ -205,6 +205,10 @@ type EmailForSend struct {
 	QueueIsPaused     bool          `db:"queue_is_paused"`
 	QueueSettings     QueueSettings `db:"queue_settings"`
 	AppIsActive       bool          `db:"app_is_active"`
+	// QueueRateLimit and AppRateLimit are the send limits in emails/minute
+	// (queues.rate_limit, apps.settings.rate_limit); nil means none.
+	QueueRateLimit *int32 `db:"queue_rate_limit"`
+	AppRateLimit   *int32 `db:"app_rate_limit"`
 }
 
 // EmailGetForSend returns an email for the worker sending it, with no app

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
@@ -96,7 +97,17 @@ func createDatabase(t testing.TB, name, template string) string {
 	if template != "" {
 		stmt += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
 	}
-	if _, err := conn.Exec(ctx, stmt); err != nil {
+	_, err := conn.Exec(ctx, stmt)
+	if pgErr := (*pgconn.PgError)(nil); template != "" && errors.As(err, &pgErr) && pgErr.Code == "3D000" {
+		// The template is gone: a test run of another checkout, with
+		// another schema, dropped it as old. Build it again, once.
+		tmpl, terr := rebuildTemplate(t, template)
+		if terr != nil {
+			t.Fatalf("testenv: %v", terr)
+		}
+		_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE "+pgx.Identifier{tmpl}.Sanitize())
+	}
+	if err != nil {
 		t.Fatalf("testenv: creating database %s: %v", name, err)
 	}
 	t.Cleanup(func() {
@@ -146,6 +157,18 @@ func DB(t testing.TB) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// rebuildTemplate forgets the template gone and looks it up (builds it)
+// again.
+func rebuildTemplate(t testing.TB, gone string) (string, error) {
+	t.Helper()
+	templateMu.Lock()
+	if templateName == gone {
+		templateName = ""
+	}
+	templateMu.Unlock()
+	return template(t)
 }
 
 // The template is looked up (and built if needed) once per test binary.

@@ -61,8 +61,14 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	redis := ratelimit.NewClient(cfg.RedisAddrs)
 	defer redis.Close()
 	// One circuit breaker per process; its state is shared through Redis.
-	breaker := ratelimit.NewBreaker(redis, ratelimit.DefaultPrefix)
+	breaker := ratelimit.NewBreaker(redis, cfg.RedisPrefix)
 	breaker.OpenAfter, breaker.OpenFor, breaker.CloseAfter = cfg.BreakerFailures, cfg.BreakerOpenFor, cfg.BreakerSuccesses
+	// One limiter for the API and the workers of this process, so both
+	// fall back to in-process limits, and come back, together.
+	limiter := ratelimit.New(redis, ratelimit.Options{
+		Prefix: cfg.RedisPrefix, Global: cfg.GlobalRateLimit, API: cfg.APIRateLimit,
+		Processes: cfg.RateLimitProcesses, Logger: logger,
+	})
 
 	var box *secret.Box
 	if key := cfg.EncryptionKeyBytes(); key != nil {
@@ -95,6 +101,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 			SMTP:        &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer, AllowPrivate: cfg.SMTPAllowPrivate},
 			Unsubscribe: mail.NewUnsubscribe(cfg.PublicURL, cfg.InboundMailDomain(), cfg.EncryptionKeyBytes(), cfg.PreviousEncryptionKeys()...),
 			Breaker:     breaker,
+			Limits:      limiter,
 		})
 		river.AddWorker(workers, &jobs.PartitionWorker{Pool: pool, Logger: logger})
 		river.AddWorker(workers, &jobs.CleanupWorker{Store: st, Logger: logger})
@@ -165,7 +172,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		defer cancelUI()
 		h, err := handlers.New(uiCtx, handlers.Deps{
 			Config: cfg, Store: st, Redis: redis, River: client, Box: box, Logger: logger, Version: version,
-			Breaker: breaker, Dedup: ratelimit.NewDedup(redis, ratelimit.DefaultPrefix),
+			Breaker: breaker, Dedup: ratelimit.NewDedup(redis, cfg.RedisPrefix), Limiter: limiter,
 		})
 		if err != nil {
 			_ = stopAll()

@@ -42,7 +42,9 @@ SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_i
        e.delivered_at, e.updated_at,
        NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt,
        q.smtp_config_id AS queue_smtp_config_id, q.is_paused AS queue_is_paused,
-       q.settings AS queue_settings, a.is_active AS app_is_active
+       q.settings AS queue_settings, a.is_active AS app_is_active,
+       -- Send limits in emails/minute (NULL = none), for the rate limiter.
+       q.rate_limit AS queue_rate_limit, (a.settings ->> 'rate_limit')::numeric::integer AS app_rate_limit
 FROM emails e
 JOIN queues q ON q.id = e.queue_id
 JOIN apps a ON a.id = e.app_id
