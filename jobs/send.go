@@ -74,9 +74,10 @@ type SendWorker struct {
 	// SMTP picks each email's server from its queue's SMTP config, with a
 	// cache; when nil, configs are read per email with Box and DefaultServer.
 	SMTP *SMTPResolver
-	// Transitions batches status writes across workers; when nil, each is
-	// written on its own.
+	// Transitions batches status writes across workers, and Reader the
+	// reads of the emails; when nil, each is done on its own.
 	Transitions *TransitionWriter
+	Reader      *EmailReader
 	// JobTimeout limits one send (0 = 5 minutes).
 	JobTimeout time.Duration
 	// Unsubscribe makes List-Unsubscribe headers for queues that enable
@@ -95,6 +96,13 @@ func (w *SendWorker) transition(ctx context.Context, p *store.EmailTransitionPar
 	return w.Store.EmailTransition(ctx, p)
 }
 
+func (w *SendWorker) read(ctx context.Context, id uuid.UUID) (*store.EmailForSend, error) {
+	if w.Reader != nil {
+		return w.Reader.Get(ctx, id)
+	}
+	return w.Store.EmailGetForSend(ctx, id)
+}
+
 // NextRetry follows the queue's retry schedule; past its end the last delay
 // repeats. Without one, River's default backoff applies.
 func (w *SendWorker) NextRetry(job *river.Job[SendArgs]) time.Time {
@@ -109,7 +117,7 @@ func (w *SendWorker) NextRetry(job *river.Job[SendArgs]) time.Time {
 // Work sends one email.
 func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	log := w.Logger.With("email_id", job.Args.EmailID, "job_id", job.ID, "attempt", job.Attempt)
-	e, err := w.Store.EmailGetForSend(ctx, job.Args.EmailID)
+	e, err := w.read(ctx, job.Args.EmailID)
 	if errors.Is(err, store.ErrNotFound) {
 		// Deleted (GDPR) after it was queued: nothing to send, never retry.
 		return river.JobCancel(err)

@@ -86,9 +86,17 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if o.server != nil {
 		srv = *o.server
 	}
+	// Batched reads and writes, as the service runs them; stopped after
+	// the River client (cleanups run last first).
+	transitions := jobs.NewTransitionWriter(st, logger, 64)
+	reader := jobs.NewEmailReader(st, logger, 64)
+	transitions.Start()
+	reader.Start()
+	t.Cleanup(func() { transitions.Stop(); reader.Stop() })
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &jobs.SendWorker{
 		Store: st, Sender: jobs.PoolSender{Pools: pools}, DefaultServer: srv, Logger: logger,
+		Transitions: transitions, Reader: reader,
 		JobTimeout: o.jobTimeout, Unsubscribe: o.unsubscribe, Breaker: o.breaker, Limits: o.limits,
 	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{

@@ -13,6 +13,9 @@ import (
 // recipients are dropped from the email (event "suppressed"); if none
 // remain, the email is cancelled. It reports whether the email is done.
 func (w *SendWorker) dropSuppressed(ctx context.Context, e *store.EmailForSend) (bool, error) {
+	if !e.AnySuppressed {
+		return false, nil // the read found none: the common case costs no query
+	}
 	var emails []string
 	for _, l := range [][]store.Address{e.To, e.Cc, e.Bcc} {
 		for _, a := range l {

@@ -1,8 +1,11 @@
 package jobs_test
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mailqueue/mailqueue/jobs"
 	"github.com/mailqueue/mailqueue/store"
@@ -98,5 +101,81 @@ func TestTransitionWriterAfterStop(t *testing.T) {
 	}
 	if got.Status != store.StatusProcessing {
 		t.Errorf("status %s, want processing", got.Status)
+	}
+}
+
+// TestEmailReaderBatches reads many emails at once through the reader: each
+// worker gets its own email, an unknown id is ErrNotFound, and the read
+// says whether a recipient is suppressed (app or global list, any case,
+// expired entries ignored), so the worker asks which only then.
+func TestEmailReaderBatches(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{maxRetries: 3})
+	ctx := t.Context()
+	const n = 60
+	emails := make([]*store.Email, n)
+	for i := range emails {
+		rcpt := fmt.Sprintf("r%d@example.com", i)
+		switch i {
+		case 1:
+			rcpt = "Own@Example.com"
+		case 2:
+			rcpt = "global@example.com"
+		case 3:
+			rcpt = "expired@example.com"
+		}
+		p := h.params(rcpt)
+		if i == 4 { // suppressed in bcc only
+			p.Bcc = []store.Address{{Email: "own@example.com"}}
+		}
+		emails[i] = h.insertLater(t, p)
+	}
+	// Listed after the emails were accepted, as if between accept and send.
+	past := time.Now().Add(-time.Hour)
+	if _, err := h.st.SuppressionInsert(ctx, &store.SuppressionInsertParams{AppID: &h.app.ID, Entries: []store.SuppressionEntry{
+		{Email: "own@example.com", Reason: "manual"}, {Email: "expired@example.com", Reason: "manual", ExpiresAt: &past},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.st.SuppressionInsert(ctx, &store.SuppressionInsertParams{Entries: []store.SuppressionEntry{
+		{Email: "global@example.com", Reason: "manual"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	r := jobs.NewEmailReader(h.st, testenv.Logger(t), 16)
+	r.Start()
+	defer r.Stop()
+
+	var wg sync.WaitGroup
+	got := make([]*store.EmailForSend, n)
+	errs := make([]error, n)
+	var missingErr error
+	wg.Add(n + 1)
+	for i, e := range emails {
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = r.Get(ctx, e.ID)
+		}()
+	}
+	go func() {
+		defer wg.Done()
+		id, _ := store.NewID()
+		_, missingErr = r.Get(ctx, id)
+	}()
+	wg.Wait()
+	for i, e := range emails {
+		if errs[i] != nil || got[i] == nil || got[i].ID != e.ID || got[i].To[0].Email != e.To[0].Email {
+			t.Fatalf("email %d: got %+v, err %v", i, got[i], errs[i])
+		}
+		want := i == 1 || i == 2 || i == 4
+		if got[i].AnySuppressed != want {
+			t.Errorf("email %d (%s): AnySuppressed %v, want %v", i, e.To[0].Email, got[i].AnySuppressed, want)
+		}
+		if got[i].QueueName != "default" || !got[i].AppIsActive {
+			t.Errorf("email %d: queue %q, app active %v", i, got[i].QueueName, got[i].AppIsActive)
+		}
+	}
+	if !errors.Is(missingErr, store.ErrNotFound) {
+		t.Errorf("unknown id: err %v, want ErrNotFound", missingErr)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -12,13 +13,14 @@ import (
 
 // emailQueries are the statements of sql/queries/emails.sql.
 type emailQueries struct {
-	EmailInsert        string
-	EmailGet           string
-	EmailGetForSend    string
-	EmailList          string
-	EmailTransition    string
-	EmailSetWaiting    string
-	EmailSetRecipients string
+	EmailInsert         string
+	EmailGet            string
+	EmailGetForSend     string
+	EmailList           string
+	EmailTransition     string
+	EmailTransitionMany string
+	EmailSetWaiting     string
+	EmailSetRecipients  string
 }
 
 // eventQueries are the statements of sql/queries/email_events.sql.
@@ -209,20 +211,48 @@ type EmailForSend struct {
 	// (queues.rate_limit, apps.settings.rate_limit); nil means none.
 	QueueRateLimit *int32 `db:"queue_rate_limit"`
 	AppRateLimit   *int32 `db:"app_rate_limit"`
+	// AnySuppressed says some recipient is on the app's or the global
+	// suppression list; SuppressionCheck tells which.
+	AnySuppressed bool `db:"any_suppressed"`
 }
 
 // EmailGetForSend returns an email for the worker sending it, with no app
 // filter: the job was created for this email by the API.
 func (s *Store) EmailGetForSend(ctx context.Context, id uuid.UUID) (*EmailForSend, error) {
-	rows, err := s.db.Query(ctx, s.q.EmailGetForSend, pgx.NamedArgs{"id": id, "created_at": IDTime(id)})
+	es, err := s.EmailGetForSendMany(ctx, []uuid.UUID{id})
 	if err != nil {
-		return nil, notFound(err, "getting email to send")
+		return nil, err
 	}
-	e, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByName[EmailForSend])
+	if es[0] == nil {
+		return nil, fmt.Errorf("getting email to send: %w", ErrNotFound)
+	}
+	return es[0], nil
+}
+
+// EmailGetForSendMany reads many emails for their workers in one query.
+// The result is in the order of ids, nil where an email does not exist.
+func (s *Store) EmailGetForSendMany(ctx context.Context, ids []uuid.UUID) ([]*EmailForSend, error) {
+	times := make([]time.Time, len(ids))
+	for i, id := range ids {
+		times[i] = IDTime(id)
+	}
+	rows, err := s.db.Query(ctx, s.q.EmailGetForSend, pgx.NamedArgs{"ids": ids, "created_ats": times})
 	if err != nil {
-		return nil, notFound(err, "getting email to send")
+		return nil, fmt.Errorf("getting emails to send: %w", err)
 	}
-	return e, nil
+	found, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByName[EmailForSend])
+	if err != nil {
+		return nil, fmt.Errorf("getting emails to send: %w", err)
+	}
+	out := make([]*EmailForSend, len(ids))
+	for _, e := range found {
+		for i, id := range ids {
+			if id == e.ID && out[i] == nil {
+				out[i] = e
+			}
+		}
+	}
+	return out, nil
 }
 
 // EmailListParams filter and page an app's emails, newest first.
@@ -306,34 +336,63 @@ func (s *Store) EmailTransition(ctx context.Context, p *EmailTransitionParams) (
 	return tag.RowsAffected() == 1, nil
 }
 
-// EmailTransitionBatch applies many transitions in one transaction, sent to
-// the server as one pipeline: one round trip and one commit for all of
-// them. It reports, per transition, whether it applied. Any error fails the
-// whole batch (nothing is applied), so callers can retry them one by one.
+// EmailTransitionBatch applies many transitions in one statement: one
+// round trip and one commit for all of them. It reports, per transition,
+// whether it applied. Any error fails the whole batch (nothing is applied),
+// so callers can retry them one by one. An email may appear only once.
 func (s *Store) EmailTransitionBatch(ctx context.Context, ps []*EmailTransitionParams) ([]bool, error) {
-	out := make([]bool, len(ps))
-	err := s.Tx(ctx, func(tx *Store) error {
-		b := &pgx.Batch{}
-		for _, p := range ps {
-			args, err := transitionArgs(p)
-			if err != nil {
-				return err
-			}
-			b.Queue(tx.q.EmailTransition, args)
+	n := len(ps)
+	var (
+		ords      = make([]int32, n)
+		ids       = make([]uuid.UUID, n)
+		times     = make([]time.Time, n)
+		froms     = make([]string, n)
+		statuses  = make([]string, n)
+		setErrs   = make([]bool, n)
+		lastErrs  = make([]*string, n)
+		retries   = make([]*int16, n)
+		sentAts   = make([]*time.Time, n)
+		delivAts  = make([]*time.Time, n)
+		ats       = make([]time.Time, n)
+		eventIDs  = make([]uuid.UUID, n)
+		events    = make([]string, n)
+		eventData = make([]json.RawMessage, n)
+	)
+	seen := make(map[uuid.UUID]bool, n)
+	for i, p := range ps {
+		if seen[p.ID] {
+			return nil, fmt.Errorf("moving email %s: twice in one batch", p.ID)
 		}
-		br := tx.tx.SendBatch(ctx, b)
-		for i, p := range ps {
-			tag, err := br.Exec()
-			if err != nil {
-				_ = br.Close()
-				return fmt.Errorf("moving email %s to %s: %w", p.ID, p.Status, err)
-			}
-			out[i] = tag.RowsAffected() == 1
+		seen[p.ID] = true
+		data, err := json.Marshal(p.Data)
+		if err != nil {
+			return nil, fmt.Errorf("encoding %s event: %w", p.Event, err)
 		}
-		return br.Close()
+		ords[i], ids[i], times[i] = int32(i), p.ID, IDTime(p.ID)
+		froms[i], statuses[i] = strings.Join(p.From, ","), p.Status
+		setErrs[i], lastErrs[i], retries[i] = p.LastError != nil || p.ClearError, p.LastError, p.RetryCount
+		sentAts[i], delivAts[i], ats[i] = p.SentAt, p.DeliveredAt, p.At
+		if ats[i].IsZero() {
+			ats[i] = time.Now()
+		}
+		eventIDs[i], _ = NewID()
+		events[i], eventData[i] = p.Event, data
+	}
+	rows, err := s.db.Query(ctx, s.q.EmailTransitionMany, pgx.NamedArgs{
+		"ords": ords, "ids": ids, "created_ats": times, "from_statuses": froms, "statuses": statuses,
+		"set_last_errors": setErrs, "last_errors": lastErrs, "retry_counts": retries, "sent_ats": sentAts,
+		"delivered_ats": delivAts, "ats": ats, "event_ids": eventIDs, "event_types": events, "event_datas": eventData,
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("moving %d emails: %w", n, err)
+	}
+	moved, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, fmt.Errorf("moving %d emails: %w", n, err)
+	}
+	out := make([]bool, n)
+	for _, i := range moved {
+		out[i] = true
 	}
 	return out, nil
 }

@@ -86,6 +86,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	}
 	var pools *mail.Pools
 	var transitions *jobs.TransitionWriter
+	var reader *jobs.EmailReader
 	if work {
 		pools = mail.NewPools(logger)
 		defer pools.CloseAll()
@@ -95,9 +96,10 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 		}
 		workers := river.NewWorkers()
 		transitions = jobs.NewTransitionWriter(st, logger, 256)
+		reader = jobs.NewEmailReader(st, logger, 256)
 		river.AddWorker(workers, &jobs.SendWorker{
-			Transitions: transitions,
-			Store:       st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
+			Transitions: transitions, Reader: reader,
+			Store: st, Sender: jobs.PoolSender{Pools: pools}, Box: box, DefaultServer: defaultServer, Logger: logger,
 			SMTP:        &jobs.SMTPResolver{Store: st, Box: box, Default: defaultServer, AllowPrivate: cfg.SMTPAllowPrivate},
 			Unsubscribe: mail.NewUnsubscribe(cfg.PublicURL, cfg.InboundMailDomain(), cfg.EncryptionKeyBytes(), cfg.PreviousEncryptionKeys()...),
 			Breaker:     breaker,
@@ -130,9 +132,10 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 
 	if work {
 		transitions.Start()
+		reader.Start()
 		// Stopped after the workers (stops run in reverse order), so every
 		// status of a finished send is written.
-		stops = append(stops, func(context.Context) error { transitions.Stop(); return nil })
+		stops = append(stops, func(context.Context) error { transitions.Stop(); reader.Stop(); return nil })
 		// Not ctx: cancelling River's start context cancels running jobs,
 		// and a signal must let in-flight sends finish (Stop, below).
 		if err := client.Start(context.WithoutCancel(ctx)); err != nil {

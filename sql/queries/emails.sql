@@ -33,8 +33,10 @@ LEFT JOIN river_job j ON j.id = e.job_id AND j.state IN ('available', 'scheduled
 WHERE e.app_id = @app_id AND e.id = @id AND e.created_at = @created_at;
 
 -- name: EmailGetForSend
--- The worker's read: the email plus what it needs of its queue. No app
--- filter: the job itself was created for this email by the API.
+-- The workers' read, for many emails at once (one per waiting worker): each
+-- email plus what sending it needs of its queue and app, and whether any of
+-- its recipients is on a suppression list (then the worker asks which). No
+-- app filter: each job was created for its email by the API.
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
        e.html_body, e.text_body, e.headers, e.metadata, e.status, e.sandbox, e.priority, e.retry_count,
@@ -44,11 +46,19 @@ SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_i
        q.smtp_config_id AS queue_smtp_config_id, q.is_paused AS queue_is_paused,
        q.settings AS queue_settings, a.is_active AS app_is_active,
        -- Send limits in emails/minute (NULL = none), for the rate limiter.
-       q.rate_limit AS queue_rate_limit, (a.settings ->> 'rate_limit')::numeric::integer AS app_rate_limit
-FROM emails e
+       q.rate_limit AS queue_rate_limit, (a.settings ->> 'rate_limit')::numeric::integer AS app_rate_limit,
+       EXISTS (
+           SELECT 1 FROM suppression_list s
+           WHERE s.email_address IN (
+                   SELECT lower(btrim(r ->> 'email'))
+                   FROM jsonb_array_elements(e.to_addresses || coalesce(e.cc, '[]') || coalesce(e.bcc, '[]')) AS r)
+             AND (s.app_id = e.app_id OR s.app_id IS NULL)
+             AND (s.expires_at IS NULL OR s.expires_at > now())
+       ) AS any_suppressed
+FROM unnest(@ids::uuid[], @created_ats::timestamptz[]) AS k (id, created_at)
+JOIN emails e ON e.id = k.id AND e.created_at = k.created_at
 JOIN queues q ON q.id = e.queue_id
-JOIN apps a ON a.id = e.app_id
-WHERE e.id = @id AND e.created_at = @created_at;
+JOIN apps a ON a.id = e.app_id;
 
 -- name: EmailList
 -- Keyset pagination, newest first; the cursor is the last row's (created_at, id).
@@ -89,6 +99,38 @@ WITH moved AS (
 INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
 SELECT @event_id, @at, moved.id, moved.app_id, @event_type, @event_data
 FROM moved;
+
+-- name: EmailTransitionMany
+-- EmailTransition for many emails in one statement (the send workers' group
+-- commit). Each row carries its own guard, given as comma-separated
+-- statuses; the ords of the rows that moved come back. One email must not
+-- appear twice.
+WITH t AS (
+    SELECT *
+    FROM unnest(@ords::int[], @ids::uuid[], @created_ats::timestamptz[], @from_statuses::text[],
+                @statuses::email_status[], @set_last_errors::boolean[], @last_errors::text[],
+                @retry_counts::smallint[], @sent_ats::timestamptz[], @delivered_ats::timestamptz[],
+                @ats::timestamptz[], @event_ids::uuid[], @event_types::email_event_type[], @event_datas::jsonb[])
+        AS t (ord, id, created_at, from_statuses, status, set_last_error, last_error, retry_count, sent_at,
+              delivered_at, at, event_id, event_type, event_data)
+), moved AS (
+    UPDATE emails e
+    SET status       = t.status,
+        last_error   = CASE WHEN t.set_last_error THEN t.last_error ELSE e.last_error END,
+        retry_count  = coalesce(t.retry_count, e.retry_count),
+        sent_at      = coalesce(t.sent_at, e.sent_at),
+        delivered_at = coalesce(t.delivered_at, e.delivered_at),
+        waiting_reason = NULL,
+        updated_at   = t.at
+    FROM t
+    WHERE e.id = t.id AND e.created_at = t.created_at
+      AND e.status = ANY(string_to_array(t.from_statuses, ',')::email_status[])
+    RETURNING t.ord, t.event_id, t.at, e.id, e.app_id, t.event_type, t.event_data
+), events AS (
+    INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_data)
+    SELECT event_id, at, id, app_id, event_type, event_data FROM moved
+)
+SELECT ord FROM moved;
 
 -- name: EmailSetWaiting
 -- Records why a queued email is waiting. Writes nothing when the reason is

@@ -394,7 +394,7 @@ func (b *bench) deliver(ctx context.Context) error {
 		return err
 	}
 	defer func() { c.Close(); b.stop(serve) }()
-	var table [][]string
+	var table, cpuRows, pgRows [][]string
 	for _, k := range []struct {
 		label string
 		size  int
@@ -422,6 +422,7 @@ func (b *bench) deliver(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		cpu0, pg0 := b.takeCPU(ctx, work.cmd.Process.Pid), b.takePGCounts(ctx)
 		var first, last time.Time
 		deadline := time.Now().Add(o.drainTimeout)
 		n := base
@@ -436,6 +437,11 @@ func (b *bench) deliver(ctx context.Context) error {
 			}
 		}
 		last = time.Now()
+		cpuRows = append(cpuRows, append([]string{k.label}, cpu0.perEmail(b.takeCPU(ctx, work.cmd.Process.Pid), n-base)...))
+		time.Sleep(1100 * time.Millisecond) // let the statistics arrive
+		for _, r := range pg0.perEmail(b.takePGCounts(ctx), n-base) {
+			pgRows = append(pgRows, append([]string{k.label}, r...))
+		}
 		b.peak("work", "deliver "+k.label+" (peak)", work.Peak())
 		b.stop(work)
 		delivered := n - base
@@ -462,6 +468,10 @@ func (b *bench) deliver(ctx context.Context) error {
 		b.rep.target(k.tname, goal(k.tname), measured, status)
 	}
 	b.rep.table([]string{"emails", "request bytes", "queued", "queued/s (API)", "delivered", "work start → all delivered", "emails/s incl. start-up", "emails/s first→last"}, table)
+	b.rep.para("CPU time per delivered email, in milliseconds, from `mailqueue work`'s start until the last email arrived (utime+stime from /proc; PostgreSQL counts the backends connected to the bench database, Redis every redis-server, the benchrun process holds the SMTP sink). On 2 cores, 5,000 emails/s leaves 0.4 ms of CPU per email for everything.")
+	b.rep.table([]string{"emails", "mailqueue work", "PostgreSQL", "Redis", "benchrun (sink)", "whole machine"}, cpuRows)
+	b.rep.para("PostgreSQL's own statistics over the same span, per delivered email: commits in the bench database, and rows written per table (partitions counted with their table). An update is HOT when it changes no indexed column, so it adds no index entries.")
+	b.rep.table([]string{"emails", "table", "inserted", "updated", "of which HOT", "deleted"}, pgRows)
 	return nil
 }
 
