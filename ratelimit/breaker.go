@@ -79,6 +79,26 @@ type Breaker struct {
 	// meanwhile the in-process breaker answers at once, so an outage costs
 	// one timeout per redisRetry, not one per send.
 	skipUntil atomic.Int64
+	// healthy maps a host to when (unix ns) this process stops trusting
+	// that its breaker is closed with no failures: until then a send to it
+	// asks nothing of Redis, and its success reports nothing (there is no
+	// streak to break). A success reported to Redis sets it; any failure
+	// clears it. Another process's view reaches this one within
+	// HealthyFor, so a busy healthy host costs two Redis calls per
+	// HealthyFor per process instead of two per send.
+	healthy sync.Map
+	// HealthyFor is how long a closed breaker is trusted without asking
+	// Redis again; 0 asks on every send.
+	HealthyFor time.Duration
+}
+
+// DefaultBreakerHealthyFor is how long a process trusts that a host with
+// no failures is still healthy without asking Redis.
+const DefaultBreakerHealthyFor = 250 * time.Millisecond
+
+func (b *Breaker) trusted(host string) bool {
+	v, ok := b.healthy.Load(host)
+	return ok && time.Now().UnixNano() < v.(int64)
 }
 
 // redisRetry is how long the breaker stays local after a Redis failure.
@@ -102,7 +122,7 @@ func NewBreaker(rdb redis.UniversalClient, prefix string) *Breaker {
 	return &Breaker{
 		OpenAfter: DefaultBreakerOpenAfter, OpenFor: DefaultBreakerOpenFor,
 		CloseAfter: DefaultBreakerCloseAfter, ProbeLease: DefaultBreakerProbeLease,
-		rdb: rdb, prefix: prefix,
+		HealthyFor: DefaultBreakerHealthyFor, rdb: rdb, prefix: prefix,
 	}
 }
 
@@ -216,6 +236,9 @@ return {st, st}
 // Allow reports whether a send to host may go ahead now. It never fails:
 // when Redis does, the in-process breaker answers.
 func (b *Breaker) Allow(ctx context.Context, host string) BreakerDecision {
+	if b.trusted(host) {
+		return BreakerDecision{Allowed: true, State: BreakerClosed}
+	}
 	d := b.allow(ctx, host)
 	from := d.State
 	if d.Changed {
@@ -256,7 +279,15 @@ func (b *Breaker) allow(ctx context.Context, host string) BreakerDecision {
 // success or a failure that is the host's fault (see the caller for what
 // counts). It never fails: when Redis does, the in-process breaker records.
 func (b *Breaker) Report(ctx context.Context, host string, success bool) BreakerChange {
+	if !success {
+		b.healthy.Delete(host)
+	} else if b.trusted(host) {
+		return BreakerChange{From: BreakerClosed, To: BreakerClosed}
+	}
 	c := b.report(ctx, host, success)
+	if success && c.To == BreakerClosed && b.HealthyFor > 0 {
+		b.healthy.Store(host, time.Now().Add(b.HealthyFor).UnixNano())
+	}
 	observe(host, c.From, c.To, c.Local)
 	return c
 }

@@ -38,6 +38,7 @@ func testBreaker(t *testing.T, addrs []string) (*ratelimit.Breaker, *ratelimit.B
 		t.Cleanup(func() { _ = c.Close() })
 		b := ratelimit.NewBreaker(c, prefix)
 		b.OpenFor = 300 * time.Millisecond
+		b.HealthyFor = 0 // every decision from Redis; TestBreakerHealthyWindow tests the window
 		return b
 	}
 	return mk(), mk()
@@ -50,6 +51,45 @@ func expectAllow(t *testing.T, b *ratelimit.Breaker, host string, allowed bool, 
 		t.Fatalf("Allow(%s) = %+v, want allowed=%v state=%s from Redis", host, d, allowed, state)
 	}
 	return d
+}
+
+// TestBreakerHealthyWindow checks the trust a process gives a healthy host:
+// after a success it decides alone for HealthyFor (another process's opening
+// reaches it when that ends), and its own failure ends the trust at once.
+func TestBreakerHealthyWindow(t *testing.T) {
+	t.Parallel()
+	for name, addrs := range redisTargets(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			b, other := testBreaker(t, addrs)
+			b.HealthyFor = 300 * time.Millisecond
+			b.OpenFor, other.OpenFor = time.Minute, time.Minute
+			host := "smtp-" + uuid.NewString() + ".example.com:25"
+
+			b.Report(ctx, host, true)
+			trustedAt := time.Now()
+			for range 5 {
+				other.Report(ctx, host, false)
+			}
+			expectAllow(t, other, host, false, ratelimit.BreakerOpen)
+			// Still trusted here: open elsewhere, not yet seen.
+			if d := b.Allow(ctx, host); !d.Allowed || d.State != ratelimit.BreakerClosed {
+				t.Fatalf("within the window: %+v, want allowed (trusted)", d)
+			}
+			time.Sleep(time.Until(trustedAt.Add(b.HealthyFor + 20*time.Millisecond)))
+			expectAllow(t, b, host, false, ratelimit.BreakerOpen)
+
+			// A fresh host: trusted after a success, until b itself fails.
+			host2 := "smtp-" + uuid.NewString() + ".example.com:25"
+			b.Report(ctx, host2, true)
+			for range 4 {
+				other.Report(ctx, host2, false)
+			}
+			b.Report(ctx, host2, false) // the fifth, from b: ends its trust, goes to Redis
+			expectAllow(t, b, host2, false, ratelimit.BreakerOpen)
+		})
+	}
 }
 
 func TestBreakerTransitions(t *testing.T) {

@@ -45,6 +45,7 @@ type options struct {
 	getDur                       time.Duration
 	deliverSmall, deliverLarge   int
 	largeSize                    string
+	profileDir                   string
 	e2eRate                      float64
 	e2eDur                       time.Duration
 	ceilDur                      time.Duration
@@ -85,6 +86,7 @@ func run() error {
 	fs.IntVar(&o.batchSize, "batch-size", 10000, "batch: recipients in the one batch request")
 	fs.Float64Var(&o.getRate, "get-rate", 500, "get: fixed arrival rate of GET /v1/emails/{id}")
 	fs.DurationVar(&o.getDur, "get-duration", 10*time.Second, "get: duration")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "deliver: write a 5 s CPU profile of `mailqueue work` for each size into this folder (MQ_PPROF_ADDR)")
 	fs.IntVar(&o.deliverSmall, "deliver-small", 5000, "deliver: ~2 KB emails queued before the worker starts")
 	fs.IntVar(&o.deliverLarge, "deliver-large", 1000, "deliver: large emails queued before the worker starts")
 	fs.StringVar(&o.largeSize, "large-size", "100KB", "deliver: html size of the large emails")

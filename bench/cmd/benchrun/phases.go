@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -418,10 +421,13 @@ func (b *bench) deliver(ctx context.Context) error {
 		}
 		target := b.expected.Load()
 		base := b.sink.Stats().Messages
+		profiled := b.profileWork(ctx, k.label)
 		work, _, err := b.start(ctx, "work")
+		delete(b.env, "MQ_PPROF_ADDR")
 		if err != nil {
 			return err
 		}
+		profiled()
 		cpu0, pg0 := b.takeCPU(ctx, work.cmd.Process.Pid), b.takePGCounts(ctx)
 		var first, last time.Time
 		deadline := time.Now().Add(o.drainTimeout)
@@ -473,6 +479,40 @@ func (b *bench) deliver(ctx context.Context) error {
 	b.rep.para("PostgreSQL's own statistics over the same span, per delivered email: commits in the bench database, and rows written per table (partitions counted with their table). An update is HOT when it changes no indexed column, so it adds no index entries.")
 	b.rep.table([]string{"emails", "table", "inserted", "updated", "of which HOT", "deleted"}, pgRows)
 	return nil
+}
+
+// profileWork, with -profile-dir, gives the next service started a pprof
+// address; the returned func, called once it runs, fetches a 5 s CPU
+// profile in the background into <dir>/work-<label>.pprof.
+func (b *bench) profileWork(ctx context.Context, label string) func() {
+	if b.o.profileDir == "" {
+		return func() {}
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		b.problem("profile: %v", err)
+		return func() {}
+	}
+	b.env["MQ_PPROF_ADDR"] = addr
+	return func() {
+		go func() {
+			time.Sleep(500 * time.Millisecond) // past start-up
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/profile?seconds=5", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.logf("profile: %v", err)
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			path := filepath.Join(b.o.profileDir, "work-"+label+".pprof")
+			if err := os.WriteFile(path, body, 0o644); err != nil {
+				b.logf("profile: %v", err)
+				return
+			}
+			b.logf("CPU profile of mailqueue work written to %s", path)
+		}()
+	}
 }
 
 type sample struct {
