@@ -6,7 +6,11 @@
 package jobs
 
 import (
+	"slices"
+
 	"github.com/riverqueue/river"
+
+	"github.com/mailqueue/mailqueue/store"
 )
 
 // The River queues ("lanes") that queue priorities 1–10 map onto. Each lane
@@ -62,4 +66,10 @@ func QueueConfig(workers int) map[string]river.QueueConfig {
 		LaneBulk:         {MaxWorkers: share(25)},
 		QueueMaintenance: {MaxWorkers: 2},
 	}
+}
+
+// ReindexerIndexNames are the indexes River's reindexer rebuilds: its
+// defaults but the one store.Migrate drops.
+func ReindexerIndexNames() []string {
+	return slices.DeleteFunc(river.ReindexerIndexNamesDefault(), func(n string) bool { return n == store.RiverArgsIndex })
 }

@@ -104,6 +104,9 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 	return out, nil
 }
 
+// RiverArgsIndex is the index of River's schema that Migrate drops.
+const RiverArgsIndex = "river_job_args_index"
+
 // migrate is Migrate with the migrations passed in, so tests can feed it
 // their own.
 func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, now time.Time, migrations []migration) (err error) {
@@ -147,6 +150,13 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger, now t
 	}
 	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return fmt.Errorf("applying River migrations: %w", err)
+	}
+	// Our one change to River's schema: no GIN index on job args. Nothing
+	// searches jobs by args, and the index took a write on every job
+	// insert and every state change, on the send path's busiest table. The
+	// service leaves it out of River's reindexer (jobs.ReindexerIndexNames).
+	if _, err := conn.Exec(ctx, "DROP INDEX IF EXISTS "+RiverArgsIndex); err != nil {
+		return fmt.Errorf("dropping %s: %w", RiverArgsIndex, err)
 	}
 
 	created, err := partitions.Ensure(ctx, pool, now, partitions.MonthsAhead)

@@ -83,6 +83,7 @@ func runCommand(ctx context.Context, cmd string, cfg *config.Config, logger *slo
 	st := store.New(pool, enqueuer)
 	riverCfg := &river.Config{
 		Logger: logger, RescueStuckJobsAfter: cfg.JobRescueAfter, FetchCooldown: cfg.FetchCooldown,
+		ReindexerIndexNames: jobs.ReindexerIndexNames(),
 	}
 	var pools *mail.Pools
 	var transitions *jobs.TransitionWriter
