@@ -56,7 +56,9 @@ SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_i
              AND (s.expires_at IS NULL OR s.expires_at > now())
        ) AS any_suppressed
 FROM unnest(@ids::uuid[], @created_ats::timestamptz[]) AS k (id, created_at)
-JOIN emails e ON e.id = k.id AND e.created_at = k.created_at
+-- One key lookup per email, in the one partition its created_at names (the
+-- LIMIT keeps the planner from turning it into a join over every partition).
+CROSS JOIN LATERAL (SELECT * FROM emails WHERE id = k.id AND created_at = k.created_at LIMIT 1) AS e
 JOIN queues q ON q.id = e.queue_id
 JOIN apps a ON a.id = e.app_id;
 

@@ -25,11 +25,22 @@ func (b *bench) ceilings(ctx context.Context) error {
 	b.rep.section("Component ceilings")
 	b.rep.para("Each component alone, without the service, to show where a target is out of reach on this machine. Run before the service starts, in the bench database.")
 	var rows [][]string
+	// cpu is the CPU time per item of this process (pool, sink, River
+	// client) and the bench database's backends since c0; "" without c0.
+	var c0 *cpuSnapshot
+	mark := func() { c := b.takeCPU(ctx, 0); c0 = &c }
 	add := func(what, how string, n int64, d time.Duration, unit string) {
-		rows = append(rows, []string{what, how, fmt.Sprint(n), fmt.Sprintf("%.2fs", d.Seconds()), fmt.Sprintf("%.0f %s/s", float64(n)/d.Seconds(), unit)})
+		cpu := ""
+		if c0 != nil {
+			r := c0.perEmail(b.takeCPU(ctx, 0), n)
+			cpu = r[1] + " + " + r[3]
+			c0 = nil
+		}
+		rows = append(rows, []string{what, how, fmt.Sprint(n), fmt.Sprintf("%.2fs", d.Seconds()), fmt.Sprintf("%.0f %s/s", float64(n)/d.Seconds(), unit), cpu})
 	}
 	for _, size := range []int{load.DefaultHTMLSize, 100 << 10} {
 		b.logf("ceilings: SMTP pool → sink, html %d bytes", size)
+		mark()
 		n, d, err := b.smtpCeiling(ctx, size)
 		if err != nil {
 			return err
@@ -41,7 +52,9 @@ func (b *bench) ceilings(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rows = append(rows, pgRows...)
+	for _, r := range pgRows {
+		rows = append(rows, append(r, ""))
+	}
 	for _, v := range []struct {
 		jobs, workers int
 		cooldown      time.Duration
@@ -53,14 +66,17 @@ func (b *bench) ceilings(ctx context.Context) error {
 		{b.o.riverJobs, 100, 5 * time.Millisecond, "100 workers, 5 ms fetch cooldown"},
 	} {
 		b.logf("ceilings: River, %d jobs, %d workers", v.jobs, v.workers)
+		c := b.takeCPU(ctx, 0)
 		ins, work, err := b.riverCeiling(ctx, v.jobs, v.workers, v.cooldown)
 		if err != nil {
 			return err
 		}
 		add("River: InsertMany", "one call", int64(v.jobs), ins, "jobs")
+		c0 = &c
 		add("River: work no-op jobs", v.how+"; from insert until all completed", int64(v.jobs), work, "jobs")
 	}
-	b.rep.table([]string{"component", "how", "count", "time", "rate"}, rows)
+	b.rep.table([]string{"component", "how", "count", "time", "rate", "CPU ms per item (PostgreSQL + benchrun)"}, rows)
+	b.rep.para("CPU per item is the time the bench database's PostgreSQL backends and this process (the SMTP pool and sink, the River client) used, divided by the items: it says what one email or job costs whatever else the machine is doing. The River rows include the insert.")
 	b.rep.para("A River queue fetches at most MaxWorkers jobs per fetch and waits FetchCooldown between fetches, so with River's default (100 ms) one queue works at most about MaxWorkers × 10 short jobs/s. The service sets MQ_FETCH_COOLDOWN (5 ms by default); the 5 ms rows show River's own ceiling on this machine with that setting.")
 	return nil
 }
