@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -16,13 +15,13 @@ const sendInsertChunk = 2000
 
 // EnqueueSendManyTx inserts the send jobs of emails in tx with
 // InsertManyFastTx (COPY), in chunks, each in the lane of its email's
-// priority and carrying metadata. It implements store.SendManyEnqueuer,
-// which reads the job ids back by that metadata.
-func (q *Enqueuer) EnqueueSendManyTx(ctx context.Context, tx pgx.Tx, emails []*store.Email, metadata json.RawMessage) error {
+// priority. It implements store.SendManyEnqueuer, which reads the job ids
+// back from river_job's sequence.
+func (q *Enqueuer) EnqueueSendManyTx(ctx context.Context, tx pgx.Tx, emails []*store.Email) error {
 	params := make([]river.InsertManyParams, len(emails))
 	for i, e := range emails {
 		lane, prio := Lane(int(e.Priority))
-		opts := &river.InsertOpts{Queue: lane, Priority: prio, MaxAttempts: int(e.MaxRetries) + 1, Metadata: metadata}
+		opts := &river.InsertOpts{Queue: lane, Priority: prio, MaxAttempts: int(e.MaxRetries) + 1}
 		if e.ScheduledAt != nil {
 			opts.ScheduledAt = *e.ScheduledAt
 		}

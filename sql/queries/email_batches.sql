@@ -10,9 +10,18 @@ FROM emails
 WHERE app_id = @app_id AND batch_id = @batch_id AND created_at >= @created_at
 GROUP BY status;
 
--- name: SendJobIDsByMark
--- The send jobs just inserted with COPY (which returns no ids), found by
--- the one-off mark in their metadata through River's GIN index on it.
+-- name: SendJobIDNext
+-- A job id below every job the batch is about to insert on this session
+-- (taking it leaves a gap in the ids, as any rolled-back insert does).
+SELECT nextval(pg_get_serial_sequence('river_job', 'id'));
+
+-- name: SendJobIDsInserted
+-- The send jobs just inserted with COPY (which returns no ids): every id
+-- this session took from river_job's sequence since @after, up to currval
+-- (its last one), by a range scan of the primary key. The range may hold
+-- other sessions' jobs committed meanwhile; the caller keeps only those of
+-- its own emails.
 SELECT id, (args->>'email_id')::uuid AS email_id
 FROM river_job
-WHERE metadata @> @mark::jsonb AND kind = 'send_email';
+WHERE id > @after AND id <= currval(pg_get_serial_sequence('river_job', 'id'))
+  AND kind = 'send_email';

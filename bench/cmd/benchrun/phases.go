@@ -256,27 +256,49 @@ func (b *bench) drainThenPurge(ctx context.Context, what string) {
 func (b *bench) batch(ctx context.Context, _ *service, c *load.Client) error {
 	b.rep.section("2. Batch: POST /v1/emails/batch")
 	body := load.BatchBody("", load.DefaultHTMLSize, b.o.batchSize)
-	b.logf("batch: one request with %d recipients (%d bytes)", b.o.batchSize, len(body))
-	res, err := load.Run(ctx, c, load.Config{Mode: load.ModeBatch, Concurrency: 1, Requests: 1, Body: body})
-	if err != nil {
-		return err
+	repeat := max(b.o.batchRepeat, 1)
+	var (
+		rows      [][]string
+		latencies []time.Duration
+	)
+	for i := range repeat {
+		b.logf("batch %d/%d: one request with %d recipients (%d bytes)", i+1, repeat, b.o.batchSize, len(body))
+		res, err := load.Run(ctx, c, load.Config{Mode: load.ModeBatch, Concurrency: 1, Requests: 1, Body: body})
+		if err != nil {
+			return err
+		}
+		if res.NotImplemented() {
+			b.rep.para("One request with %d recipients (%d bytes): **not implemented (501)** — %s. Nothing measured.", b.o.batchSize, len(body), res.ErrorSamples["501"])
+			b.rep.target(tBatch, goal(tBatch), "endpoint answers 501", notMeasured+" (not implemented)")
+			return nil
+		}
+		rows = append(rows, loadRow(fmt.Sprintf("batch %d", i+1), res))
+		if res.OK == 0 {
+			b.rep.para("One request with %d recipients (%d bytes), the example email's shared fields:", b.o.batchSize, len(body))
+			b.rep.table(loadHeader, rows)
+			b.rep.target(tBatch, goal(tBatch), "failed: "+res.ErrorSummary(), notMet)
+			return nil
+		}
+		b.logf("batch %d/%d: %s", i+1, repeat, load.FormatDuration(res.LatencyAll.Max))
+		latencies = append(latencies, res.LatencyAll.Max)
+		b.expected.Add(int64(b.o.batchSize) * res.OK)
+		// Each batch starts with an idle worker, as the first one does.
+		b.drain(ctx, fmt.Sprintf("batch %d", i+1))
 	}
-	if res.NotImplemented() {
-		b.rep.para("One request with %d recipients (%d bytes): **not implemented (501)** — %s. Nothing measured.", b.o.batchSize, len(body), res.ErrorSamples["501"])
-		b.rep.target(tBatch, goal(tBatch), "endpoint answers 501", notMeasured+" (not implemented)")
-		return nil
+	if repeat == 1 {
+		b.rep.para("One request with %d recipients (%d bytes), the example email's shared fields:", b.o.batchSize, len(body))
+	} else {
+		b.rep.para("%d requests, one after another (each after the previous batch was delivered), each with %d recipients (%d bytes), the example email's shared fields:", repeat, b.o.batchSize, len(body))
 	}
-	b.rep.para("One request with %d recipients (%d bytes), the example email's shared fields:", b.o.batchSize, len(body))
-	b.rep.table(loadHeader, [][]string{loadRow("batch", res)})
-	l := res.LatencyAll.Max
-	if res.OK == 0 {
-		b.rep.target(tBatch, goal(tBatch), "failed: "+res.ErrorSummary(), notMet)
-		return nil
+	b.rep.table(loadHeader, rows)
+	slices.Sort(latencies)
+	l := latencies[len(latencies)/2]
+	measured := load.FormatDuration(l) + fmt.Sprintf(" for %d recipients", b.o.batchSize)
+	if repeat > 1 {
+		measured = fmt.Sprintf("median %s (min %s, max %s) of %d batches of %d recipients", load.FormatDuration(l),
+			load.FormatDuration(latencies[0]), load.FormatDuration(latencies[len(latencies)-1]), repeat, b.o.batchSize)
 	}
-	b.expected.Add(int64(b.o.batchSize) * res.OK)
-	b.rep.target(tBatch, goal(tBatch), load.FormatDuration(l)+fmt.Sprintf(" for %d recipients", b.o.batchSize),
-		metIf(b.o.batchSize == 10000 && l < 250*time.Millisecond))
-	b.drain(ctx, "the batch")
+	b.rep.target(tBatch, goal(tBatch), measured, metIf(b.o.batchSize == 10000 && l < 250*time.Millisecond))
 	return nil
 }
 
