@@ -11,7 +11,7 @@ import (
 )
 
 // sendInsertChunk is how many send jobs one COPY carries.
-const sendInsertChunk = 2000
+const sendInsertChunk = 10000
 
 // EnqueueSendManyTx inserts the send jobs of emails in tx with
 // InsertManyFastTx (COPY), in chunks, each in the lane of its email's

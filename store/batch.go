@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -62,6 +63,55 @@ var emailColumns = []string{
 	"scheduled_at", "expires_at", "updated_at",
 }
 
+// emailJobIDColumn is the index of job_id in emailColumns.
+var emailJobIDColumn = slices.Index(emailColumns, "job_id")
+
+// eventColumns are the columns of the "queued" events EmailInsertBatch copies.
+var eventColumns = []string{"id", "created_at", "email_id", "app_id", "event_type"}
+
+// batchRows are the COPY rows of a batch's emails, without their job ids,
+// and of their "queued" events.
+type batchRows struct {
+	emails, events [][]any
+	err            error
+}
+
+// buildBatchRows encodes the rows of emails, the batch p's. Values are
+// given to pgx in the forms it encodes most directly: uuids as
+// pgtype.UUID, JSON as bytes, the shared headers marshalled once.
+func buildBatchRows(p *EmailBatchInsertParams, emails []*Email) batchRows {
+	var out batchRows
+	var headers any
+	if len(p.Headers) > 0 {
+		h, err := json.Marshal(p.Headers)
+		if err != nil {
+			out.err = fmt.Errorf("encoding batch headers: %w", err)
+			return out
+		}
+		headers = h
+	}
+	appID, queueID, batchID := pgUUID(p.AppID), pgUUID(p.Queue.ID), pgUUID(p.BatchID)
+	out.emails = make([][]any, len(emails))
+	out.events = make([][]any, len(emails))
+	for i, e := range emails {
+		to, err := json.Marshal(e.To)
+		if err != nil {
+			out.err = fmt.Errorf("encoding the recipient of email %s: %w", e.ID, err)
+			return out
+		}
+		id := pgUUID(e.ID)
+		out.emails[i] = []any{
+			id, e.CreatedAt, appID, queueID, batchID, e.MessageID, e.FromAddress, e.FromName,
+			to, nilIfEmpty(e.Cc), nilIfEmpty(e.Bcc), e.ReplyTo, e.Subject, e.HTML, e.Text, headers,
+			rawOrNil(p.Emails[i].Personalizations), rawOrNil(e.Metadata), e.Sandbox, e.Priority,
+			e.MaxRetries, nil, e.ScheduledAt, e.ExpiresAt, e.CreatedAt,
+		}
+		eventID, _ := NewID()
+		out.events[i] = []any{pgUUID(eventID), e.CreatedAt, id, appID, "queued"}
+	}
+	return out
+}
+
 // EmailInsertBatch stores a batch of accepted emails, their "queued" events
 // and their send jobs in one transaction, and returns the emails' ids in
 // the order of p.Emails. Rows go in with COPY; jobs through the enqueuer's
@@ -90,31 +140,26 @@ func (s *Store) EmailInsertBatch(ctx context.Context, p *EmailBatchInsertParams)
 		}
 	}
 	err := s.Tx(ctx, func(tx *Store) error {
+		// The rows are built while PostgreSQL takes the jobs; only their
+		// job ids wait for the jobs.
+		built := make(chan batchRows, 1)
+		go func() { built <- buildBatchRows(p, emails) }()
 		jobIDs, err := tx.enqueueMany(ctx, emails)
+		rows := <-built
 		if err != nil {
 			return err
 		}
-		headers := nilIfEmptyMap(p.Headers)
-		appID, queueID, batchID := pgUUID(p.AppID), pgUUID(p.Queue.ID), pgUUID(p.BatchID)
-		rows := make([][]any, len(emails))
+		if rows.err != nil {
+			return rows.err
+		}
 		for i, e := range emails {
 			e.JobID = &jobIDs[i]
-			rows[i] = []any{
-				pgUUID(e.ID), e.CreatedAt, appID, queueID, batchID, e.MessageID, e.FromAddress, e.FromName,
-				e.To, nilIfEmpty(e.Cc), nilIfEmpty(e.Bcc), e.ReplyTo, e.Subject, e.HTML, e.Text, headers,
-				rawOrNil(p.Emails[i].Personalizations), rawOrNil(e.Metadata), e.Sandbox, e.Priority,
-				e.MaxRetries, jobIDs[i], e.ScheduledAt, e.ExpiresAt, e.CreatedAt,
-			}
+			rows.emails[i][emailJobIDColumn] = jobIDs[i]
 		}
-		if _, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"emails"}, emailColumns, pgx.CopyFromRows(rows)); err != nil {
+		if _, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"emails"}, emailColumns, pgx.CopyFromRows(rows.emails)); err != nil {
 			return fmt.Errorf("copying batch emails: %w", err)
 		}
-		for i, e := range emails {
-			eventID, _ := NewID()
-			rows[i] = []any{pgUUID(eventID), e.CreatedAt, pgUUID(e.ID), appID, "queued"}
-		}
-		_, err = tx.tx.CopyFrom(ctx, pgx.Identifier{"email_events"},
-			[]string{"id", "created_at", "email_id", "app_id", "event_type"}, pgx.CopyFromRows(rows))
+		_, err = tx.tx.CopyFrom(ctx, pgx.Identifier{"email_events"}, eventColumns, pgx.CopyFromRows(rows.events))
 		if err != nil {
 			return fmt.Errorf("copying batch events: %w", err)
 		}
