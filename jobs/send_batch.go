@@ -10,7 +10,9 @@ import (
 	"github.com/mailqueue/mailqueue/store"
 )
 
-// sendInsertChunk is how many send jobs one COPY carries.
+// sendInsertChunk is how many send jobs one COPY carries: a whole batch of
+// 10,000, since each COPY is a round trip with PostgreSQL idle while River
+// prepares the next.
 const sendInsertChunk = 10000
 
 // EnqueueSendManyTx inserts the send jobs of emails in tx with

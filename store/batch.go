@@ -114,12 +114,16 @@ func buildBatchRows(p *EmailBatchInsertParams, emails []*Email) batchRows {
 
 // EmailInsertBatch stores a batch of accepted emails, their "queued" events
 // and their send jobs in one transaction, and returns the emails' ids in
-// the order of p.Emails. Rows go in with COPY; jobs through the enqueuer's
-// multi-row insert, in chunks. Like EmailInsert, nothing is visible to
-// workers before the transaction commits.
+// the order of p.Emails. Jobs go in first, through the enqueuer's COPY,
+// since each email row holds its job's id; then the emails and events with
+// COPY. Like EmailInsert, nothing is visible to workers before the
+// transaction commits.
 func (s *Store) EmailInsertBatch(ctx context.Context, p *EmailBatchInsertParams) ([]uuid.UUID, error) {
 	if s.enqueue == nil {
 		return nil, fmt.Errorf("inserting email batch: store has no job enqueuer")
+	}
+	if len(p.Emails) == 0 {
+		return []uuid.UUID{}, nil
 	}
 	emails := make([]*Email, len(p.Emails))
 	var fromName *string

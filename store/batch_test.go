@@ -52,7 +52,7 @@ func TestEmailInsertBatch(t *testing.T) {
 				From: store.Address{Email: "news@example.com", Name: "News"}, Headers: map[string]string{"X-A": "b"},
 				Priority: 8, ScheduledAt: &later,
 			}
-			n := 2500 // more than one chunk of jobs
+			n := 2500
 			if name == "one by one" {
 				n = 30
 			}
@@ -136,7 +136,7 @@ func TestEmailInsertBatchJobIDsAmongOthers(t *testing.T) {
 		AppID: app.ID, Queue: q, BatchID: batchID, MessageIDDomain: "mq.example.com",
 		From: store.Address{Email: "news@example.com"}, Priority: 5,
 	}
-	const n = 4100 // both halves span more than one chunk
+	const n = 4100
 	for i := range n {
 		p.Emails = append(p.Emails, store.BatchEmail{To: store.Address{Email: fmt.Sprintf("u%d@example.com", i)}, Subject: "s"})
 	}
