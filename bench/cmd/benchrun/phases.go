@@ -279,6 +279,11 @@ func (b *bench) batch(ctx context.Context, svc *service, c *load.Client) error {
 		rows, cpuRows [][]string
 		latencies     []time.Duration
 	)
+	if repeat == 1 {
+		b.rep.para("One request with %d recipients (%d bytes), the example email's shared fields (results below the drains):", b.o.batchSize, len(body))
+	} else {
+		b.rep.para("%d requests, one after another (each after the previous batch was delivered), each with %d recipients (%d bytes), the example email's shared fields (results below the drains):", repeat, b.o.batchSize, len(body))
+	}
 	for i := range repeat {
 		b.logf("batch %d/%d: one request with %d recipients (%d bytes)", i+1, repeat, b.o.batchSize, len(body))
 		svc0, pg0 := svc.CPU(), b.pgCPU(ctx)
@@ -306,11 +311,6 @@ func (b *bench) batch(ctx context.Context, svc *service, c *load.Client) error {
 		b.expected.Add(int64(b.o.batchSize) * res.OK)
 		// Each batch starts with an idle worker, as the first one does.
 		b.drain(ctx, fmt.Sprintf("batch %d", i+1))
-	}
-	if repeat == 1 {
-		b.rep.para("One request with %d recipients (%d bytes), the example email's shared fields:", b.o.batchSize, len(body))
-	} else {
-		b.rep.para("%d requests, one after another (each after the previous batch was delivered), each with %d recipients (%d bytes), the example email's shared fields:", repeat, b.o.batchSize, len(body))
 	}
 	b.rep.table(loadHeader, rows)
 	b.rep.para("CPU time each batch used while it ran, less sensitive to other load on the machine than its latency: the `mailqueue all` process (every thread; its workers are idle until the batch commits) and the bench database's PostgreSQL backends (\"—\" when PostgreSQL is not on this machine).")
