@@ -52,7 +52,7 @@ func TestEmailInsertBatch(t *testing.T) {
 				From: store.Address{Email: "news@example.com", Name: "News"}, Headers: map[string]string{"X-A": "b"},
 				Priority: 8, ScheduledAt: &later,
 			}
-			n := 2500 // more than one chunk of jobs
+			n := 2500
 			if name == "one by one" {
 				n = 30
 			}
@@ -97,5 +97,65 @@ func TestEmailInsertBatch(t *testing.T) {
 				t.Errorf("unknown batch counts = %v (%v)", counts, err)
 			}
 		})
+	}
+}
+
+// interleaved inserts a batch's send jobs in two halves and, between them,
+// commits a job of another email from another connection, so that job's id
+// falls inside the range of ids the batch's session took.
+type interleaved struct {
+	*jobs.Enqueuer
+	other *river.Client[pgx.Tx]
+	t     *testing.T
+}
+
+func (e interleaved) EnqueueSendManyTx(ctx context.Context, tx pgx.Tx, emails []*store.Email) error {
+	half := len(emails) / 2
+	if err := e.Enqueuer.EnqueueSendManyTx(ctx, tx, emails[:half]); err != nil {
+		return err
+	}
+	if _, err := e.other.Insert(ctx, jobs.SendArgs{EmailID: uuid.New()}, nil); err != nil {
+		e.t.Errorf("inserting another session's job: %v", err)
+	}
+	return e.Enqueuer.EnqueueSendManyTx(ctx, tx, emails[half:])
+}
+
+func TestEmailInsertBatchJobIDsAmongOthers(t *testing.T) {
+	t.Parallel()
+	pool := testenv.DB(t)
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: testenv.Logger(t), TestOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{pool: pool, st: store.New(pool, interleaved{jobs.NewEnqueuer(client), client, t})}
+	ctx := t.Context()
+	app := e.app(t, "a")
+	q := e.queue(t, app.ID, "default")
+	batchID, _ := store.NewID()
+	p := &store.EmailBatchInsertParams{
+		AppID: app.ID, Queue: q, BatchID: batchID, MessageIDDomain: "mq.example.com",
+		From: store.Address{Email: "news@example.com"}, Priority: 5,
+	}
+	const n = 4100
+	for i := range n {
+		p.Emails = append(p.Emails, store.BatchEmail{To: store.Address{Email: fmt.Sprintf("u%d@example.com", i)}, Subject: "s"})
+	}
+	ids, err := e.st.EmailInsertBatch(ctx, p)
+	if err != nil {
+		t.Fatalf("EmailInsertBatch: %v", err)
+	}
+	if len(ids) != n {
+		t.Fatalf("%d ids", len(ids))
+	}
+	var own, foreign, inside int
+	err = pool.QueryRow(ctx, `SELECT
+		  (SELECT count(*) FROM emails e JOIN river_job j ON j.id = e.job_id
+		   WHERE e.batch_id = $1 AND j.args->>'email_id' = e.id::text),
+		  (SELECT count(*) FROM river_job j WHERE NOT EXISTS (SELECT FROM emails e WHERE e.id::text = j.args->>'email_id')),
+		  (SELECT count(*) FROM river_job j WHERE NOT EXISTS (SELECT FROM emails e WHERE e.id::text = j.args->>'email_id')
+		     AND j.id > (SELECT min(job_id) FROM emails WHERE batch_id = $1)
+		     AND j.id < (SELECT max(job_id) FROM emails WHERE batch_id = $1))`, batchID).Scan(&own, &foreign, &inside)
+	if err != nil || own != n || foreign != 1 || inside != 1 {
+		t.Errorf("emails with their own job = %d, other jobs = %d (%d inside the batch's range) (%v); want %d, 1, 1", own, foreign, inside, err, n)
 	}
 }

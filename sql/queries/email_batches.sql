@@ -10,9 +10,19 @@ FROM emails
 WHERE app_id = @app_id AND batch_id = @batch_id AND created_at >= @created_at
 GROUP BY status;
 
--- name: SendJobIDsByMark
--- The send jobs just inserted with COPY (which returns no ids), found by
--- the one-off mark in their metadata through River's GIN index on it.
-SELECT id, (args->>'email_id')::uuid AS email_id
+-- name: SendJobIDNext
+-- A job id below every job the batch is about to insert on this session
+-- (taking it leaves a gap in the ids, as any rolled-back insert does).
+SELECT nextval(pg_get_serial_sequence('river_job', 'id'));
+
+-- name: SendJobIDsInserted
+-- The send jobs just inserted with COPY (which returns no ids): every id
+-- this session took from river_job's sequence since @after, up to currval
+-- (its last one), by a range scan of the primary key (the subquery is
+-- evaluated once, so it bounds the scan). The range may hold other
+-- sessions' jobs committed meanwhile, of any kind; the caller keeps only
+-- those of its own emails. (No condition on kind: with one, the planner may
+-- AND in river_job_kind, which covers every queued send job.)
+SELECT id, CASE WHEN kind = 'send_email' THEN (args->>'email_id')::uuid END AS email_id
 FROM river_job
-WHERE metadata @> @mark::jsonb AND kind = 'send_email';
+WHERE id > @after AND id <= (SELECT currval(pg_get_serial_sequence('river_job', 'id')));

@@ -254,6 +254,31 @@ func (s *service) RSS() int64 {
 	return 0
 }
 
+// CPU is the CPU time the process's threads have run so far (from
+// /proc/<pid>/task/*/schedstat; 0 where that cannot be read).
+func (s *service) CPU() time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", s.cmd.Process.Pid))
+	var sum time.Duration
+	for _, t := range tasks {
+		sum += schedstat(t)
+	}
+	return sum
+}
+
+// schedstat reads the run time (ns) from a /proc schedstat file.
+func schedstat(path string) time.Duration {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return 0
+	}
+	ns, _ := strconv.ParseInt(f[0], 10, 64)
+	return time.Duration(ns)
+}
+
 // ResetPeak starts a new peak-RSS window and returns the previous peak.
 func (s *service) ResetPeak() int64 { return s.peakRSS.Swap(s.RSS()) }
 

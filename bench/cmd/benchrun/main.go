@@ -40,7 +40,7 @@ type options struct {
 	acceptRate                   float64
 	acceptDur, maxDur            time.Duration
 	acceptConc, maxConc          int
-	batchSize                    int
+	batchSize, batchRepeat       int
 	getRate                      float64
 	getDur                       time.Duration
 	deliverSmall, deliverLarge   int
@@ -84,6 +84,7 @@ func run() error {
 	fs.DurationVar(&o.maxDur, "max-duration", 15*time.Second, "accept: duration at max rate")
 	fs.IntVar(&o.maxConc, "max-concurrency", 32, "accept: workers at max rate")
 	fs.IntVar(&o.batchSize, "batch-size", 10000, "batch: recipients in the one batch request")
+	fs.IntVar(&o.batchRepeat, "batch-repeat", 1, "batch: how many batches to send one after another, each after the last is delivered; the target takes the median")
 	fs.Float64Var(&o.getRate, "get-rate", 500, "get: fixed arrival rate of GET /v1/emails/{id}")
 	fs.DurationVar(&o.getDur, "get-duration", 10*time.Second, "get: duration")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "deliver: write a 5 s CPU profile of `mailqueue work` for each size into this folder (MQ_PPROF_ADDR)")
@@ -304,7 +305,7 @@ func fs(o *options) [][]string {
 	return [][]string{
 		{"phases", o.phases}, {"short", fmt.Sprint(o.short)},
 		{"accept", fmt.Sprintf("%.0f/s for %s (≤ %d in flight); max rate with %d workers for %s", o.acceptRate, o.acceptDur, o.acceptConc, o.maxConc, o.maxDur)},
-		{"batch", fmt.Sprintf("%d recipients", o.batchSize)},
+		{"batch", fmt.Sprintf("%d recipients, %d time(s)", o.batchSize, max(o.batchRepeat, 1))},
 		{"get", fmt.Sprintf("%.0f/s for %s", o.getRate, o.getDur)},
 		{"deliver", fmt.Sprintf("%d × ~2 KB, %d × %s html", o.deliverSmall, o.deliverLarge, o.largeSize)},
 		{"e2e", fmt.Sprintf("%.0f/s for %s", o.e2eRate, o.e2eDur)},
