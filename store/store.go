@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
 
 // ErrNotFound is returned when a row does not exist or belongs to another app.
@@ -106,4 +107,30 @@ type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ConfigurePool prepares a pool's connections for the store: uuid.UUID
+// values are encoded and decoded as PostgreSQL uuids directly. Without it
+// pgx goes through each uuid's text form (and a failed binary attempt
+// first), which cost about 9 µs per uuid — a large share of a 10,000-email
+// batch and a measurable one of every send.
+func ConfigurePool(cfg *pgxpool.Config) {
+	next := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		pgxuuid.Register(conn.TypeMap())
+		if next != nil {
+			return next(ctx, conn)
+		}
+		return nil
+	}
+}
+
+// NewPool opens a pool on url configured by ConfigurePool.
+func NewPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	ConfigurePool(cfg)
+	return pgxpool.NewWithConfig(ctx, cfg)
 }

@@ -151,7 +151,7 @@ func DatabaseURL(t testing.TB) string {
 func DB(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	dbURL := DatabaseURL(t)
-	pool, err := pgxpool.New(context.Background(), dbURL)
+	pool, err := store.NewPool(context.Background(), dbURL)
 	if err != nil {
 		t.Fatalf("testenv: opening pool on %s: %v", dbURL, err)
 	}
@@ -228,7 +228,7 @@ func buildTemplate(ctx context.Context, t testing.TB, conn *pgx.Conn, name strin
 		return fmt.Errorf("creating %s: %w", building, err)
 	}
 
-	pool, err := pgxpool.New(ctx, databaseURL(t, building))
+	pool, err := store.NewPool(ctx, databaseURL(t, building))
 	if err != nil {
 		return fmt.Errorf("opening pool on %s: %w", building, err)
 	}
