@@ -254,6 +254,23 @@ func (s *service) RSS() int64 {
 	return 0
 }
 
+// CPU is the user + system CPU time the process has used so far (0 once it
+// exited), from /proc/<pid>/stat in clock ticks of 10 ms.
+func (s *service) CPU() time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
 // ResetPeak starts a new peak-RSS window and returns the previous peak.
 func (s *service) ResetPeak() int64 { return s.peakRSS.Swap(s.RSS()) }
 
