@@ -218,7 +218,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	fmt.Fprintf(h, "# Mail Queue benchmark: %s\n\n", o.name)
 	fmt.Fprintf(h, "Run %s by `bench/cmd/benchrun`%s. Everything ran on this one machine: the service, PostgreSQL, Redis, the SMTP sink (in the benchrun process) and the load generator share its cores, so the load generator's own CPU use is part of every number.\n\n",
 		b.began.Format("2006-01-02 15:04:05 MST"), map[bool]string{true: " (`-short`: a smoke run, numbers are indicative only)"}[o.short])
-	fmt.Fprintf(h, "Command: `%s`\n\n", strings.Join(append([]string{"go run ./bench/cmd/benchrun"}, os.Args[1:]...), " "))
+	fmt.Fprintf(h, "Command: `%s`\n\n", commandLine(os.Args[1:]))
 	machine := machineInfo()
 	rows := [][]string{}
 	for _, kv := range machine {
@@ -361,4 +361,17 @@ func (b *bench) write() (string, error) {
 	path := filepath.Join(b.o.outDir, b.began.Format("2006-01-02")+"-"+b.o.name+".md")
 	fmt.Fprintf(&b.rep.body, "\n---\nTotal run time %.0f s.\n", time.Since(b.began).Seconds())
 	return path, os.WriteFile(path, []byte(b.rep.render(b.errs)), 0o644)
+}
+
+// commandLine is the benchrun command as typed in a shell: arguments that
+// are empty or hold shell characters are single-quoted (-phases ”).
+func commandLine(args []string) string {
+	out := []string{"go run ./bench/cmd/benchrun"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t'\"$`\\*?;&|<>(){}[]#~!") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		out = append(out, a)
+	}
+	return strings.Join(out, " ")
 }
