@@ -53,6 +53,10 @@ type options struct {
 	drainTimeout, acceptDrain    time.Duration
 	workers, smtpPool, dbMaxConn int
 	queuedCount, rowsCount       int
+	fillApps, fillConns          int
+	rowsBody, rowsMonths         int
+	queuedWindow                 time.Duration
+	pprofDir, reuseDB            string
 }
 
 func main() {
@@ -74,10 +78,17 @@ func run() error {
 	fs.BoolVar(&o.noBuild, "no-build", false, "use -bin as it is")
 	fs.StringVar(&o.outDir, "out", "bench/results", "directory for the results file")
 	fs.BoolVar(&o.keepDB, "keep-db", false, "do not drop the bench database at the end")
-	fs.BoolVar(&o.queued1M, "queued-1m", false, "also measure RSS with 1,000,000 emails queued (enqueued through the API: takes long)")
-	fs.BoolVar(&o.rows10M, "rows-10m", false, "also measure GET /v1/emails/{id} with 10,000,000 email rows (inserted through the API: takes hours)")
+	fs.StringVar(&o.reuseDB, "reuse-db", "", "run on this database kept by an earlier -keep-db run (after -rows-10m: measure GET again without refilling); never dropped")
+	fs.BoolVar(&o.queued1M, "queued-1m", false, "also measure RSS of `all` with 1,000,000 emails queued (filled with SQL, see bench/README.md)")
+	fs.BoolVar(&o.rows10M, "rows-10m", false, "also measure GET /v1/emails/{id} with 10,000,000 email rows (filled with SQL, see bench/README.md)")
 	fs.IntVar(&o.queuedCount, "queued-count", 1_000_000, "-queued-1m: emails to queue (smaller to try the phase out; the target needs ≥ 900,000)")
 	fs.IntVar(&o.rowsCount, "rows-count", 10_000_000, "-rows-10m: email rows to reach (smaller to try the phase out; the target needs 10M)")
+	fs.IntVar(&o.fillApps, "fill-apps", 5, "-queued-1m, -rows-10m: apps the filled rows are spread over (the bench app is one)")
+	fs.IntVar(&o.fillConns, "fill-conns", 2, "-queued-1m, -rows-10m: connections inserting at the same time")
+	fs.IntVar(&o.rowsBody, "rows-body", 256, "-rows-10m: keep the first N characters of html and text (0 = the whole ~2 KB email; 10M of those take ~25 GB)")
+	fs.IntVar(&o.rowsMonths, "rows-months", 5, "-rows-10m: the rows' created_at spans this many 30-day months back from now")
+	fs.DurationVar(&o.queuedWindow, "queued-window", 90*time.Second, "-queued-1m: how long to watch `all` working the backlog")
+	fs.StringVar(&o.pprofDir, "pprof-dir", "", "-queued-1m: turn on MQ_PPROF_ADDR and save heap profiles of `all` there (at start and at the end of the window)")
 	fs.Float64Var(&o.acceptRate, "accept-rate", 700, "accept: fixed arrival rate of POST /v1/emails")
 	fs.DurationVar(&o.acceptDur, "accept-duration", 20*time.Second, "accept: duration at the fixed rate")
 	fs.IntVar(&o.acceptConc, "accept-inflight", 256, "accept: max requests in flight at the fixed rate")
@@ -117,6 +128,7 @@ func run() error {
 			"accept-duration": "2s", "max-duration": "2s", "get-duration": "3s",
 			"deliver-small": "1000", "deliver-large": "200", "e2e-rate": "200", "e2e-duration": "5s",
 			"ceiling-duration": "2s", "river-jobs": "2000", "drain-timeout": "30s", "accept-drain": "3s",
+			"queued-window": "10s",
 		}
 		for k, v := range short {
 			if !set[k] {
@@ -183,7 +195,11 @@ type bench struct {
 	app      load.App
 	ids      []string
 	idleRSS  int64
-	peaks    [][]string
+	// templated: the fill templates exist (fill.go).
+	templated bool
+	// beforeGet, when set, runs right before measureGet's reads start.
+	beforeGet func()
+	peaks     [][]string
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -205,7 +221,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	fmt.Fprintf(h, "# Mail Queue benchmark: %s\n\n", o.name)
 	fmt.Fprintf(h, "Run %s by `bench/cmd/benchrun`%s. Everything ran on this one machine: the service, PostgreSQL, Redis, the SMTP sink (in the benchrun process) and the load generator share its cores, so the load generator's own CPU use is part of every number.\n\n",
 		b.began.Format("2006-01-02 15:04:05 MST"), map[bool]string{true: " (`-short`: a smoke run, numbers are indicative only)"}[o.short])
-	fmt.Fprintf(h, "Command: `%s`\n\n", strings.Join(append([]string{"go run ./bench/cmd/benchrun"}, os.Args[1:]...), " "))
+	fmt.Fprintf(h, "Command: `%s`\n\n", commandLine(os.Args[1:]))
 	machine := machineInfo()
 	rows := [][]string{}
 	for _, kv := range machine {
@@ -228,7 +244,12 @@ func (b *bench) run(ctx context.Context) (err error) {
 	}
 
 	b.logf("creating the bench database")
-	b.db, err = createDB(ctx, o.dbURL)
+	if o.reuseDB != "" {
+		o.keepDB = true
+		b.db, err = existingDB(o.dbURL, o.reuseDB)
+	} else {
+		b.db, err = createDB(ctx, o.dbURL)
+	}
 	if err != nil {
 		return err
 	}
@@ -288,6 +309,11 @@ func (b *bench) run(ctx context.Context) (err error) {
 	if err := runOnce(ctx, o.bin, b.env, "migrate"); err != nil {
 		return err
 	}
+	if o.reuseDB != "" {
+		if err := b.reuse(ctx); err != nil {
+			return err
+		}
+	}
 
 	if b.phases["ceilings"] {
 		if err := b.ceilings(ctx); err != nil {
@@ -310,7 +336,9 @@ func fs(o *options) [][]string {
 		{"deliver", fmt.Sprintf("%d × ~2 KB, %d × %s html", o.deliverSmall, o.deliverLarge, o.largeSize)},
 		{"e2e", fmt.Sprintf("%.0f/s for %s", o.e2eRate, o.e2eDur)},
 		{"ceilings", fmt.Sprintf("%s each, River %d jobs", o.ceilDur, o.riverJobs)},
-		{"queued-1m / rows-10m", fmt.Sprintf("%v / %v", o.queued1M, o.rows10M)},
+		{"queued-1m / rows-10m", fmt.Sprintf("%v (%d emails, watched %s) / %v (%d rows, bodies cut to %d chars, %d months)",
+			o.queued1M, o.queuedCount, o.queuedWindow, o.rows10M, o.rowsCount, o.rowsBody, o.rowsMonths)},
+		{"fill", fmt.Sprintf("%d apps, %d connections", o.fillApps, o.fillConns)},
 		{"drain timeout / accept drain", o.drainTimeout.String() + " / " + o.acceptDrain.String()},
 	}
 }
@@ -339,4 +367,17 @@ func (b *bench) write() (string, error) {
 	path := filepath.Join(b.o.outDir, b.began.Format("2006-01-02")+"-"+b.o.name+".md")
 	fmt.Fprintf(&b.rep.body, "\n---\nTotal run time %.0f s.\n", time.Since(b.began).Seconds())
 	return path, os.WriteFile(path, []byte(b.rep.render(b.errs)), 0o644)
+}
+
+// commandLine is the benchrun command as typed in a shell: arguments that
+// are empty or hold shell characters are single-quoted (-phases ”).
+func commandLine(args []string) string {
+	out := []string{"go run ./bench/cmd/benchrun"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t'\"$`\\*?;&|<>(){}[]#~!") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		out = append(out, a)
+	}
+	return strings.Join(out, " ")
 }

@@ -360,11 +360,14 @@ func (b *bench) measureGet(ctx context.Context, c *load.Client, ids []string, at
 		return err
 	}
 	b.logf("get: %.0f/s for %s over %d ids (%d rows)", b.o.getRate, b.o.getDur, len(ids), rows)
+	if b.beforeGet != nil {
+		b.beforeGet()
+	}
 	res, err := load.Run(ctx, c, load.Config{Mode: load.ModeGet, Rate: b.o.getRate, Concurrency: 64, Duration: b.o.getDur, IDs: ids})
 	if err != nil {
 		return err
 	}
-	b.rep.para("Random reads of %d emails this run created; the emails table holds **%d rows**. Fixed rate (open model).", len(ids), rows)
+	b.rep.para("Random reads of %d emails this run created; the emails table holds **%d rows**. Fixed rate (open model). Load average after the reads: %s.", len(ids), rows, loadAvg())
 	b.rep.table(loadHeader, [][]string{loadRow("get", res)})
 	b.rep.code(histogramText(res))
 	measured := fmt.Sprintf("p50 %s, p99 %s at %d rows", load.FormatDuration(res.Latency.P50), load.FormatDuration(res.Latency.P99), rows)
@@ -654,94 +657,6 @@ func (b *bench) e2e(ctx context.Context) error {
 	return nil
 }
 
-// queued1M enqueues a million emails through the API with the workers
-// stopped, then measures RSS of serve and of all working through them.
-func (b *bench) queued1M(ctx context.Context) error {
-	n := b.o.queuedCount
-	b.rep.section(fmt.Sprintf("RSS with %d emails queued (-queued-1m)", n))
-	serve, c, err := b.start(ctx, "serve")
-	if err != nil {
-		return err
-	}
-	body := load.EmailBody("", load.DefaultHTMLSize)
-	b.logf("queued-1m: queueing %d emails through the API (this takes a while)", n)
-	stopProgress := b.progress("queued-1m", &b.expected)
-	serve.ResetPeak()
-	res, err := load.Run(ctx, c, load.Config{Mode: load.ModeSingle, Concurrency: b.o.maxConc, Requests: int64(n),
-		Duration: 24 * time.Hour, Body: body, Accepted: &b.expected})
-	stopProgress()
-	servePeak := serve.Peak()
-	c.Close()
-	b.stop(serve)
-	if err != nil {
-		return err
-	}
-	var queued int64
-	_ = b.pool.QueryRow(ctx, "SELECT count(*) FROM river_job WHERE state = 'available'").Scan(&queued)
-	b.rep.table(loadHeader, [][]string{loadRow("queue 1M", res)})
-	window := 60 * time.Second
-	if b.o.short {
-		window = 10 * time.Second
-	}
-	base := b.sink.Stats().Messages
-	all, c2, err := b.start(ctx, "all")
-	if err != nil {
-		return err
-	}
-	time.Sleep(window)
-	allPeak := all.Peak()
-	worked := b.sink.Stats().Messages - base
-	c2.Close()
-	b.stop(all)
-	b.peak("serve", "queueing 1M (peak)", servePeak)
-	b.peak("all", fmt.Sprintf("first %s with %d jobs available (peak)", window, queued), allPeak)
-	b.rep.para("%d River jobs were available when `mailqueue all` started; in its first %s it delivered %d of them. Peak RSS: serve %s while queueing, all %s while working.",
-		queued, window, worked, mib(servePeak), mib(allPeak))
-	worst := max(servePeak, allPeak)
-	b.rep.target(tRSS, goal(tRSS), fmt.Sprintf("%s peak (all, %d queued)", mib(worst), queued), metIf(queued >= 900_000 && worst < 256<<20))
-	return nil
-}
-
-// rows10M grows the emails table to 10M rows through the API (workers
-// stopped) and measures GET by id there.
-func (b *bench) rows10M(ctx context.Context) error {
-	n := b.o.rowsCount
-	b.rep.section(fmt.Sprintf("GET /v1/emails/{id} at %d rows (-rows-10m)", n))
-	serve, c, err := b.start(ctx, "serve")
-	if err != nil {
-		return err
-	}
-	defer func() { c.Close(); b.stop(serve) }()
-	var rows int64
-	if err := b.pool.QueryRow(ctx, "SELECT count(*) FROM emails").Scan(&rows); err != nil {
-		return err
-	}
-	if rows < int64(n) {
-		b.logf("rows-10m: adding %d emails through the API (this takes hours)", int64(n)-rows)
-		var added atomic.Int64
-		stopProgress := b.progress("rows-10m", &added)
-		res, err := load.Run(ctx, c, load.Config{Mode: load.ModeSingle, Concurrency: b.o.maxConc, Requests: int64(n) - rows,
-			Duration: 48 * time.Hour, Body: load.EmailBody("", load.DefaultHTMLSize), Accepted: &added})
-		stopProgress()
-		if err != nil {
-			return err
-		}
-		b.rep.table(loadHeader, [][]string{loadRow("fill to 10M", res)})
-	}
-	sampled, err := b.pool.Query(ctx, "SELECT id::text FROM emails TABLESAMPLE BERNOULLI (0.2) LIMIT 20000")
-	if err != nil {
-		return err
-	}
-	ids, err := pgx.CollectRows(sampled, pgx.RowTo[string])
-	if err != nil {
-		return err
-	}
-	if len(ids) == 0 {
-		return fmt.Errorf("no emails sampled")
-	}
-	return b.measureGet(ctx, c, ids, true)
-}
-
 // progress logs a counter every 10 s until the returned func is called.
 func (b *bench) progress(what string, n *atomic.Int64) func() {
 	stop := make(chan struct{})
@@ -753,7 +668,7 @@ func (b *bench) progress(what string, n *atomic.Int64) func() {
 			case <-stop:
 				return
 			case <-t.C:
-				b.logf("%s: %d accepted", what, n.Load())
+				b.logf("%s: %d so far", what, n.Load())
 			}
 		}
 	}()
