@@ -1,8 +1,10 @@
 package handlers_test
 
 import (
+	"io"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -190,5 +192,28 @@ func TestTenantIsolation(t *testing.T) {
 	expectError(t, resp, body, http.StatusUnprocessableEntity, "validation_failed", "queue")
 	if n := b.count(t, "SELECT count(*) FROM emails WHERE queue_id = $1", qA.ID); n != 1 {
 		t.Errorf("emails in A's queue = %d, want 1", n)
+	}
+}
+
+// TestAuthDatabaseDownIsNot401 checks that a key lookup that cannot reach
+// PostgreSQL answers 500 internal_error, not 401: a valid key must never be
+// told it is wrong because of our outage.
+func TestAuthDatabaseDownIsNot401(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.pool.Close()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, b.srv.URL+"/v1/emails", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer mq_live_"+strings.Repeat("a", 40))
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), `"internal_error"`) {
+		t.Errorf("key lookup with the database down: %d %s, want 500 internal_error", resp.StatusCode, body)
 	}
 }

@@ -84,7 +84,6 @@ func (h *Handler) toAPIError(ctx context.Context, err error) *apiError {
 		vErr     *validate.Error
 		decReq   *ogenerrors.DecodeRequestError
 		decPar   *ogenerrors.DecodeParamsError
-		secErr   *ogenerrors.SecurityError
 	)
 	switch {
 	case errors.As(err, &ae):
@@ -94,8 +93,6 @@ func (h *Handler) toAPIError(ctx context.Context, err error) *apiError {
 			"request body exceeds %d bytes", maxBytes.Limit)
 	case errors.Is(err, ogenerrors.ErrSecurityRequirementIsNotSatisfied):
 		return unauthorized("missing or malformed Authorization header: send 'Authorization: Bearer <key>'")
-	case errors.As(err, &secErr):
-		return unauthorized("invalid credentials")
 	case errors.As(err, &vErr) && len(vErr.Fields) > 0:
 		f := vErr.Fields[0]
 		e := newAPIError(http.StatusBadRequest, "validation_failed", "%s: %v", f.Name, f.Error)
@@ -126,6 +123,9 @@ func (h *Handler) toAPIError(ctx context.Context, err error) *apiError {
 	case errors.Is(err, context.Canceled):
 		return newAPIError(499, "client_closed_request", "request cancelled by the client")
 	}
+	// Anything else is ours, including a failure inside an authenticator
+	// (the key lookup could not reach PostgreSQL): a 500, never a 401 that
+	// would tell a valid key it is wrong.
 	h.logger.ErrorContext(ctx, "internal error", "error", err, "request_id", requestInfoFrom(ctx).ID)
 	return newAPIError(http.StatusInternalServerError, "internal_error",
 		"internal error; quote request id %s when reporting it", requestInfoFrom(ctx).ID)
