@@ -47,14 +47,23 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 	if err != nil {
 		return nil, err
 	}
+	if _, keyed := params.IdempotencyKey.Get(); !keyed && h.accepts != nil {
+		// No Idempotency-Key: the email shares a transaction with others
+		// accepted at the same moment (store.AcceptWriter), and the answer
+		// waits for its commit.
+		e, err := h.accepts.Accept(ctx, p)
+		if err != nil {
+			return nil, quotaExceeded(err)
+		}
+		out := withSuppressed(emailAcceptedToAPI(e), p, e)
+		out.Warnings = warnings
+		return out, nil
+	}
 	return idempotent(ctx, h, pr.appID, params.IdempotencyKey, "createEmail", req, http.StatusAccepted,
 		func(tx *store.Store) (*oas.EmailAccepted, error) {
-			if err := tx.AppUsageTake(ctx, pr.appID, 1, time.Now()); err != nil {
-				return nil, quotaExceeded(err)
-			}
-			e, err := tx.EmailInsert(ctx, p)
+			e, err := tx.EmailAccept(ctx, p)
 			if err != nil {
-				return nil, err
+				return nil, quotaExceeded(err)
 			}
 			out := withSuppressed(emailAcceptedToAPI(e), p, e)
 			out.Warnings = warnings

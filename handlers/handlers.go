@@ -53,7 +53,12 @@ type Handler struct {
 	breaker     *ratelimit.Breaker
 	dedup       *ratelimit.Dedup
 	limiter     *ratelimit.Limiter // per-key API limits; nil = none
+	accepts     *store.AcceptWriter // group commit of POST /v1/emails
 }
+
+// acceptGroupMax is the most emails one group-commit transaction of
+// POST /v1/emails stores.
+const acceptGroupMax = 128
 
 // Deps are what the API needs from the process that runs it.
 type Deps struct {
@@ -90,6 +95,13 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		limiter: limiterFrom(d),
 	}
 	h.usage = startKeyUsage(ctx, d.Store, logger)
+	h.accepts = store.NewAcceptWriter(d.Store, logger, acceptGroupMax)
+	h.accepts.Start()
+	go func() {
+		// Requests still running after this accept one by one.
+		<-ctx.Done()
+		h.accepts.Stop()
+	}()
 	if h.breaker = d.Breaker; h.breaker == nil {
 		h.breaker = ratelimit.NewBreaker(d.Redis, ratelimit.DefaultPrefix)
 	}

@@ -1,0 +1,395 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// SendGroupEnqueuer inserts the send jobs of several emails in one
+// statement and returns their ids in the order of emails. The jobs
+// package's Enqueuer implements it; an enqueuer without it is called once
+// per email.
+type SendGroupEnqueuer interface {
+	EnqueueSendGroupTx(ctx context.Context, tx pgx.Tx, emails []*Email) ([]int64, error)
+}
+
+// EmailAccept accepts one email the way POST /v1/emails does: it counts it
+// against the app's quota (AppUsageTake; a refusal is a *QuotaError) and
+// stores it with EmailInsert, in one transaction (the caller's, if any).
+func (s *Store) EmailAccept(ctx context.Context, p *EmailInsertParams) (*Email, error) {
+	var out *Email
+	err := s.Tx(ctx, func(tx *Store) error {
+		if err := tx.AppUsageTake(ctx, p.AppID, 1, time.Now()); err != nil {
+			return err
+		}
+		var err error
+		out, err = tx.EmailInsert(ctx, p)
+		return err
+	})
+	return out, err
+}
+
+// AcceptResult is the outcome of one email of EmailAcceptGroup: the stored
+// email, or why it was refused (a *QuotaError).
+type AcceptResult struct {
+	Email *Email
+	Err   error
+}
+
+// errGroupRolledBack marks an EmailAcceptGroup failure that rolled the
+// whole transaction back: nothing of the group is stored, so each email
+// may be tried again on its own.
+var errGroupRolledBack = errors.New("accept group rolled back")
+
+// EmailAcceptGroup accepts several emails in one transaction, each exactly
+// as EmailAccept would on its own, in order: quota is taken per email (one
+// statement per app when the app's limit allows them all), suppressed
+// recipients are dropped, and the emails, events and send jobs are written
+// with a few statements for the whole group. An email its app's quota
+// refuses gets its *QuotaError in its result; the others are stored.
+//
+// An error means nothing was stored when errors.Is(err, errGroupRolledBack)
+// holds (see AcceptWriter); otherwise the commit itself failed and its
+// outcome is unknown.
+func (s *Store) EmailAcceptGroup(ctx context.Context, ps []*EmailInsertParams) ([]AcceptResult, error) {
+	if s.enqueue == nil {
+		return nil, fmt.Errorf("accepting emails: store has no job enqueuer")
+	}
+	out := make([]AcceptResult, len(ps))
+	var inner error
+	err := s.Tx(ctx, func(tx *Store) error {
+		inner = tx.acceptGroup(ctx, ps, out)
+		return inner
+	})
+	if inner != nil {
+		return nil, fmt.Errorf("%w: %w", errGroupRolledBack, inner)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// acceptGroup is EmailAcceptGroup inside its transaction. It fills out.
+func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out []AcceptResult) error {
+	// Group by app. Apps are visited in id order, so two groups in flight
+	// lock app_usage rows in the same order and cannot deadlock.
+	byApp := map[uuid.UUID][]int{}
+	var apps []uuid.UUID
+	for i, p := range ps {
+		if _, ok := byApp[p.AppID]; !ok {
+			apps = append(apps, p.AppID)
+		}
+		byApp[p.AppID] = append(byApp[p.AppID], i)
+	}
+	slices.SortFunc(apps, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+
+	now := time.Now()
+	emails := make([]*Email, len(ps))
+	firsts := make([]firstEvent, len(ps))
+	for _, app := range apps {
+		idx := byApp[app]
+		if err := tx.takeQuota(ctx, app, idx, out, now); err != nil {
+			return err
+		}
+		var accepted []int
+		var addrs []string
+		for _, i := range idx {
+			if out[i].Err != nil {
+				continue
+			}
+			accepted = append(accepted, i)
+			emails[i] = newEmail(ps[i])
+			addrs = append(addrs, recipientEmails(ps[i].To, ps[i].Cc, ps[i].Bcc)...)
+		}
+		if len(accepted) == 0 {
+			continue
+		}
+		// One look-up for all of the app's recipients; each email keeps
+		// only the hits on its own addresses.
+		hits, err := tx.SuppressionCheck(ctx, app, addrs)
+		if err != nil {
+			return err
+		}
+		for _, i := range accepted {
+			firsts[i] = applySuppression(emails[i], hits)
+		}
+	}
+
+	var queued []*Email
+	for _, e := range emails {
+		if e != nil && e.Status == StatusQueued {
+			queued = append(queued, e)
+		}
+	}
+	if len(queued) > 0 {
+		ids, err := tx.enqueueGroup(ctx, queued)
+		if err != nil {
+			return err
+		}
+		for i, e := range queued {
+			e.JobID = &ids[i]
+		}
+	}
+
+	batch := &pgx.Batch{}
+	for i, e := range emails {
+		if e == nil {
+			continue
+		}
+		batch.Queue(tx.q.EmailInsert, emailInsertArgs(e, ps[i], firsts[i]))
+		if e.Status == StatusQueued && len(e.Suppressed) > 0 {
+			args, err := eventInsertArgs(e, "suppressed", SuppressedData(e.Suppressed), e.CreatedAt)
+			if err != nil {
+				return err
+			}
+			batch.Queue(tx.q.EventInsert, args)
+		}
+	}
+	if batch.Len() > 0 {
+		if err := tx.tx.SendBatch(ctx, batch).Close(); err != nil {
+			return fmt.Errorf("inserting emails: %w", err)
+		}
+	}
+	for i, e := range emails {
+		if e != nil {
+			out[i].Email = e
+		}
+	}
+	return nil
+}
+
+// takeQuota counts the emails idx of out against app's quota: all at once
+// when the limit allows them all, else one by one, in order, recording a
+// refusal in out. Each take runs in a savepoint, so a month refused after
+// the day was counted leaves the day as it was.
+func (tx *Store) takeQuota(ctx context.Context, app uuid.UUID, idx []int, out []AcceptResult, now time.Time) error {
+	take := func(n int) error {
+		return tx.savepoint(ctx, func(sp *Store) error { return sp.AppUsageTake(ctx, app, n, now) })
+	}
+	var quota *QuotaError
+	err := take(len(idx))
+	if err == nil {
+		return nil
+	}
+	if !errors.As(err, &quota) {
+		return err
+	}
+	if len(idx) == 1 {
+		out[idx[0]].Err = err
+		return nil
+	}
+	for _, i := range idx {
+		err := take(1)
+		switch {
+		case errors.As(err, &quota):
+			out[i].Err = err
+		case err != nil:
+			return err
+		}
+	}
+	return nil
+}
+
+// savepoint runs fn in a savepoint of tx's transaction, rolling back to it
+// when fn fails.
+func (s *Store) savepoint(ctx context.Context, fn func(sp *Store) error) error {
+	return pgx.BeginFunc(ctx, s.tx, func(sp pgx.Tx) error {
+		bound := *s
+		bound.db, bound.tx = sp, sp
+		return fn(&bound)
+	})
+}
+
+// enqueueGroup inserts the send jobs of emails and returns their ids in
+// order.
+func (s *Store) enqueueGroup(ctx context.Context, emails []*Email) ([]int64, error) {
+	if g, ok := s.enqueue.(SendGroupEnqueuer); ok && len(emails) > 1 {
+		ids, err := g.EnqueueSendGroupTx(ctx, s.tx, emails)
+		if err != nil {
+			return nil, fmt.Errorf("enqueueing emails: %w", err)
+		}
+		return ids, nil
+	}
+	ids := make([]int64, len(emails))
+	for i, e := range emails {
+		id, err := s.enqueue.EnqueueSendTx(ctx, s.tx, e)
+		if err != nil {
+			return nil, fmt.Errorf("enqueueing email %s: %w", e.ID, err)
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// eventInsertArgs are the arguments of EventInsert's statement.
+func eventInsertArgs(e *Email, eventType string, data any, at time.Time) (pgx.NamedArgs, error) {
+	var raw json.RawMessage
+	if data != nil {
+		b, err := json.Marshal(data)
+		if err != nil {
+			return nil, fmt.Errorf("encoding %s event: %w", eventType, err)
+		}
+		raw = b
+	}
+	id, idAt := NewID()
+	if at.IsZero() || at.Before(e.CreatedAt) {
+		at = idAt
+	}
+	return pgx.NamedArgs{
+		"id": id, "created_at": at, "email_id": e.ID, "app_id": e.AppID,
+		"event_type": eventType, "event_data": raw,
+	}, nil
+}
+
+// AcceptWriter accepts emails for many concurrent requests at once ("group
+// commit", like the send workers' status writes): a request hands over its
+// email and waits until it is committed, while the writer stores every
+// email waiting at that moment in one transaction (EmailAcceptGroup).
+// Under load dozens of requests share one commit instead of paying for
+// their own; when idle, an email goes out at once, with no added delay.
+//
+// A request is answered only after the transaction holding its email has
+// committed, so an accepted email is as durable as with EmailAccept. If the
+// group fails before its commit (one email breaks a constraint, say),
+// nothing of it is stored and each email is accepted again on its own, so
+// only the bad one reports an error.
+type AcceptWriter struct {
+	store    *Store
+	logger   *slog.Logger
+	maxBatch int
+	reqs     chan *acceptReq
+	wg       sync.WaitGroup
+
+	// mu guards closing reqs: Accept holds it for reading while it hands a
+	// request over, Stop for writing while it closes the channel.
+	mu     sync.RWMutex
+	closed bool
+}
+
+type acceptReq struct {
+	ctx context.Context
+	p   *EmailInsertParams
+	res chan AcceptResult
+}
+
+// acceptFlushers is how many groups may be in flight at once: while some
+// commit, another collects.
+const acceptFlushers = 2
+
+// NewAcceptWriter returns a writer storing up to maxBatch emails per
+// transaction. Start it before use.
+func NewAcceptWriter(s *Store, logger *slog.Logger, maxBatch int) *AcceptWriter {
+	maxBatch = max(1, maxBatch)
+	return &AcceptWriter{store: s, logger: logger, maxBatch: maxBatch, reqs: make(chan *acceptReq, 4*maxBatch)}
+}
+
+// Start runs the writer until Stop.
+func (w *AcceptWriter) Start() {
+	for range acceptFlushers {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.run()
+		}()
+	}
+}
+
+// Stop stores the emails already handed over and stops the writer. Accept
+// still works afterwards, one email per transaction.
+func (w *AcceptWriter) Stop() {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.reqs)
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+// Accept stores p as EmailAccept does, sharing the transaction with
+// whatever else is waiting. A refusal by quota is a *QuotaError.
+func (w *AcceptWriter) Accept(ctx context.Context, p *EmailInsertParams) (*Email, error) {
+	r := &acceptReq{ctx: ctx, p: p, res: make(chan AcceptResult, 1)}
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return w.store.EmailAccept(ctx, p)
+	}
+	select {
+	case w.reqs <- r:
+	case <-ctx.Done():
+		w.mu.RUnlock()
+		return nil, ctx.Err()
+	}
+	w.mu.RUnlock()
+	// Once handed over, the email may be stored whatever ctx does, so wait
+	// for the outcome rather than guess it.
+	res := <-r.res
+	return res.Email, res.Err
+}
+
+func (w *AcceptWriter) run() {
+	batch := make([]*acceptReq, 0, w.maxBatch)
+	for first := range w.reqs {
+		batch = append(batch[:0], first)
+	collect:
+		for len(batch) < w.maxBatch {
+			select {
+			case r, ok := <-w.reqs:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, r)
+			default:
+				break collect // take only what is already waiting: never delay an accept
+			}
+		}
+		w.flush(batch)
+	}
+}
+
+func (w *AcceptWriter) flush(batch []*acceptReq) {
+	if len(batch) == 1 {
+		r := batch[0]
+		e, err := w.store.EmailAccept(context.WithoutCancel(r.ctx), r.p)
+		r.res <- AcceptResult{Email: e, Err: err}
+		return
+	}
+	ps := make([]*EmailInsertParams, len(batch))
+	for i, r := range batch {
+		ps[i] = r.p
+	}
+	// The group belongs to no single request: one client going away must
+	// not cancel the others' emails.
+	res, err := w.store.EmailAcceptGroup(context.Background(), ps)
+	if err == nil {
+		for i, r := range batch {
+			r.res <- res[i]
+		}
+		return
+	}
+	if !errors.Is(err, errGroupRolledBack) {
+		// The commit failed: whether it happened is unknown, so storing
+		// the emails again could store them twice. Each request gets the
+		// error, as it would have from its own failed commit.
+		for _, r := range batch {
+			r.res <- AcceptResult{Err: err}
+		}
+		return
+	}
+	w.logger.Warn("group accept failed; accepting one by one", "error", err, "count", len(batch))
+	for _, r := range batch {
+		e, err := w.store.EmailAccept(context.WithoutCancel(r.ctx), r.p)
+		r.res <- AcceptResult{Email: e, Err: err}
+	}
+}
