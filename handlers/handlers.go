@@ -52,7 +52,7 @@ type Handler struct {
 	unsub       *mail.Unsubscribe // List-Unsubscribe tokens
 	breaker     *ratelimit.Breaker
 	dedup       *ratelimit.Dedup
-	limiter     *ratelimit.Limiter // per-key API limits; nil = none
+	limiter     *ratelimit.Limiter  // per-key API limits; nil = none
 	accepts     *store.AcceptWriter // group commit of POST /v1/emails
 }
 
