@@ -54,6 +54,7 @@ type Handler struct {
 	dedup       *ratelimit.Dedup
 	limiter     *ratelimit.Limiter  // per-key API limits; nil = none
 	accepts     *store.AcceptWriter // group commit of POST /v1/emails
+	queues      *queueCache         // queues by name for POST /v1/emails
 }
 
 // acceptGroupMax is the most emails one group-commit transaction of
@@ -89,6 +90,7 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		started:     time.Now(),
 		cursors:     newCursors(append([]byte(d.Config.AdminSecret), d.Config.EncryptionKeyBytes()...)),
 		keys:        newKeyCache(d.Store, time.Second),
+		queues:      newQueueCache(d.Store, 10*time.Second),
 		adminDigest: sha256.Sum256([]byte(d.Config.AdminSecret)),
 		unsub: mail.NewUnsubscribe(d.Config.PublicURL, d.Config.InboundMailDomain(),
 			d.Config.EncryptionKeyBytes(), d.Config.PreviousEncryptionKeys()...),

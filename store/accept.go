@@ -22,12 +22,27 @@ type SendGroupEnqueuer interface {
 	EnqueueSendGroupTx(ctx context.Context, tx pgx.Tx, emails []*Email) ([]int64, error)
 }
 
+// ErrQueueChanged refuses an email whose EmailInsertParams.QueueVersion is
+// no longer its queue's: the queue was updated or deleted since the caller
+// read it. Nothing is stored; read the queue again and retry.
+var ErrQueueChanged = errors.New("queue changed since it was read")
+
 // EmailAccept accepts one email the way POST /v1/emails does: it counts it
 // against the app's quota (AppUsageTake; a refusal is a *QuotaError) and
 // stores it with EmailInsert, in one transaction (the caller's, if any).
+// With p.QueueVersion set, it first checks the queue is unchanged.
 func (s *Store) EmailAccept(ctx context.Context, p *EmailInsertParams) (*Email, error) {
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
+		if p.QueueVersion != 0 {
+			versions, err := tx.queueVersions(ctx, []uuid.UUID{p.Queue.ID})
+			if err != nil {
+				return err
+			}
+			if versions[p.Queue.ID] != p.QueueVersion {
+				return ErrQueueChanged
+			}
+		}
 		if err := tx.AppUsageTake(ctx, p.AppID, 1, time.Now()); err != nil {
 			return err
 		}
@@ -39,7 +54,7 @@ func (s *Store) EmailAccept(ctx context.Context, p *EmailInsertParams) (*Email, 
 }
 
 // AcceptResult is the outcome of one email of EmailAcceptGroup: the stored
-// email, or why it was refused (a *QuotaError).
+// email, or why it was refused (a *QuotaError or ErrQueueChanged).
 type AcceptResult struct {
 	Email *Email
 	Err   error
@@ -55,7 +70,8 @@ var errGroupRolledBack = errors.New("accept group rolled back")
 // statement per app when the app's limit allows them all), suppressed
 // recipients are dropped, and the emails, events and send jobs are written
 // with a few statements for the whole group. An email its app's quota
-// refuses gets its *QuotaError in its result; the others are stored.
+// refuses gets its *QuotaError in its result, one whose queue changed
+// ErrQueueChanged; the others are stored.
 //
 // An error means nothing was stored when errors.Is(err, errGroupRolledBack)
 // holds (see AcceptWriter); otherwise the commit itself failed and its
@@ -81,11 +97,17 @@ func (s *Store) EmailAcceptGroup(ctx context.Context, ps []*EmailInsertParams) (
 
 // acceptGroup is EmailAcceptGroup inside its transaction. It fills out.
 func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out []AcceptResult) error {
+	if err := tx.checkQueueVersions(ctx, ps, out); err != nil {
+		return err
+	}
 	// Group by app. Apps are visited in id order, so two groups in flight
 	// lock app_usage rows in the same order and cannot deadlock.
 	byApp := map[uuid.UUID][]int{}
 	var apps []uuid.UUID
 	for i, p := range ps {
+		if out[i].Err != nil {
+			continue
+		}
 		if _, ok := byApp[p.AppID]; !ok {
 			apps = append(apps, p.AppID)
 		}
@@ -163,6 +185,30 @@ func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out [
 	for i, e := range emails {
 		if e != nil {
 			out[i].Email = e
+		}
+	}
+	return nil
+}
+
+// checkQueueVersions refuses, with ErrQueueChanged in out, the emails of
+// ps read with a queue version that is no longer current.
+func (tx *Store) checkQueueVersions(ctx context.Context, ps []*EmailInsertParams, out []AcceptResult) error {
+	var ids []uuid.UUID
+	for _, p := range ps {
+		if p.QueueVersion != 0 && !slices.Contains(ids, p.Queue.ID) {
+			ids = append(ids, p.Queue.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	versions, err := tx.queueVersions(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i, p := range ps {
+		if p.QueueVersion != 0 && versions[p.Queue.ID] != p.QueueVersion {
+			out[i].Err = ErrQueueChanged
 		}
 	}
 	return nil

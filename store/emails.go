@@ -112,6 +112,10 @@ type EmailInsertParams struct {
 	Sandbox          bool
 	ScheduledAt      *time.Time
 	ExpiresAt        *time.Time
+	// QueueVersion, when not 0, is the version of Queue the caller read
+	// (QueueGetByNameVersion): EmailAccept and EmailAcceptGroup refuse the
+	// email with ErrQueueChanged if the queue has changed since.
+	QueueVersion int64
 }
 
 // EmailInsert stores an accepted email, its "queued" event and the River job
