@@ -163,24 +163,8 @@ func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out [
 		}
 	}
 
-	batch := &pgx.Batch{}
-	for i, e := range emails {
-		if e == nil {
-			continue
-		}
-		batch.Queue(tx.q.EmailInsert, emailInsertArgs(e, ps[i], firsts[i]))
-		if e.Status == StatusQueued && len(e.Suppressed) > 0 {
-			args, err := eventInsertArgs(e, "suppressed", SuppressedData(e.Suppressed), e.CreatedAt)
-			if err != nil {
-				return err
-			}
-			batch.Queue(tx.q.EventInsert, args)
-		}
-	}
-	if batch.Len() > 0 {
-		if err := tx.tx.SendBatch(ctx, batch).Close(); err != nil {
-			return fmt.Errorf("inserting emails: %w", err)
-		}
+	if err := tx.copyEmails(ctx, ps, emails, firsts); err != nil {
+		return err
 	}
 	for i, e := range emails {
 		if e != nil {
@@ -212,6 +196,64 @@ func (tx *Store) checkQueueVersions(ctx context.Context, ps []*EmailInsertParams
 		}
 	}
 	return nil
+}
+
+// acceptColumns are the columns of emails that copyEmails writes; the
+// rest take their defaults.
+var acceptColumns = []string{
+	"id", "created_at", "app_id", "queue_id", "batch_id", "idempotency_key", "message_id",
+	"from_address", "from_name", "to_addresses", "cc", "bcc", "reply_to", "subject", "html_body",
+	"text_body", "headers", "personalization_data", "metadata", "status", "sandbox", "priority",
+	"max_retries", "job_id", "scheduled_at", "expires_at", "updated_at",
+}
+
+var acceptEventColumns = []string{"id", "created_at", "email_id", "app_id", "event_type", "event_data"}
+
+// copyEmails writes the emails of a group (nil entries are skipped) with
+// their first events, and a "suppressed" event for each queued email that
+// lost recipients, with COPY: the same rows EmailInsert writes, at a
+// fraction of the cost of a statement per email.
+func (tx *Store) copyEmails(ctx context.Context, ps []*EmailInsertParams, emails []*Email, firsts []firstEvent) error {
+	rows := make([][]any, 0, len(emails))
+	events := make([][]any, 0, len(emails))
+	for i, e := range emails {
+		if e == nil {
+			continue
+		}
+		p := ps[i]
+		rows = append(rows, []any{
+			e.ID, e.CreatedAt, e.AppID, e.QueueID, e.BatchID, p.IdempotencyKey, e.MessageID,
+			e.FromAddress, e.FromName, e.To, nilIfEmpty(e.Cc), nilIfEmpty(e.Bcc), e.ReplyTo, e.Subject, e.HTML,
+			e.Text, nilIfEmptyMap(e.Headers), rawOrNil(p.Personalizations), rawOrNil(e.Metadata), e.Status,
+			e.Sandbox, e.Priority, e.MaxRetries, e.JobID, e.ScheduledAt, e.ExpiresAt, e.CreatedAt,
+		})
+		first, err := eventInsertArgs(e, firsts[i].Type, firsts[i].Data, e.CreatedAt)
+		if err != nil {
+			return err
+		}
+		events = append(events, eventRow(first))
+		if e.Status == StatusQueued && len(e.Suppressed) > 0 {
+			args, err := eventInsertArgs(e, "suppressed", SuppressedData(e.Suppressed), e.CreatedAt)
+			if err != nil {
+				return err
+			}
+			events = append(events, eventRow(args))
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	if _, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"emails"}, acceptColumns, pgx.CopyFromRows(rows)); err != nil {
+		return fmt.Errorf("inserting emails: %w", err)
+	}
+	if _, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"email_events"}, acceptEventColumns, pgx.CopyFromRows(events)); err != nil {
+		return fmt.Errorf("inserting email events: %w", err)
+	}
+	return nil
+}
+
+func eventRow(a pgx.NamedArgs) []any {
+	return []any{a["id"], a["created_at"], a["email_id"], a["app_id"], a["event_type"], a["event_data"]}
 }
 
 // takeQuota counts the emails idx of out against app's quota: all at once
