@@ -97,53 +97,55 @@ func (s *Store) EmailAcceptGroup(ctx context.Context, ps []*EmailInsertParams) (
 
 // acceptGroup is EmailAcceptGroup inside its transaction. It fills out.
 func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out []AcceptResult) error {
-	if err := tx.checkQueueVersions(ctx, ps, out); err != nil {
-		return err
-	}
 	// Group by app. Apps are visited in id order, so two groups in flight
 	// lock app_usage rows in the same order and cannot deadlock.
 	byApp := map[uuid.UUID][]int{}
-	var apps []uuid.UUID
+	var apps, queues []uuid.UUID
 	for i, p := range ps {
-		if out[i].Err != nil {
-			continue
-		}
 		if _, ok := byApp[p.AppID]; !ok {
 			apps = append(apps, p.AppID)
 		}
 		byApp[p.AppID] = append(byApp[p.AppID], i)
+		if p.QueueVersion != 0 && !slices.Contains(queues, p.Queue.ID) {
+			queues = append(queues, p.Queue.ID)
+		}
 	}
 	slices.SortFunc(apps, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+
+	r, err := tx.acceptReads(ctx, ps, apps, byApp, queues)
+	if err != nil {
+		return err
+	}
+	for i, p := range ps {
+		if p.QueueVersion != 0 && r.versions[p.Queue.ID] != p.QueueVersion {
+			out[i].Err = ErrQueueChanged
+		}
+	}
 
 	now := time.Now()
 	emails := make([]*Email, len(ps))
 	firsts := make([]firstEvent, len(ps))
 	for _, app := range apps {
-		idx := byApp[app]
-		if err := tx.takeQuota(ctx, app, idx, out, now); err != nil {
-			return err
+		var idx []int
+		for _, i := range byApp[app] {
+			if out[i].Err == nil {
+				idx = append(idx, i)
+			}
 		}
-		var accepted []int
-		var addrs []string
+		if len(idx) == 0 {
+			continue
+		}
+		if r.limited[app] {
+			if err := tx.takeQuota(ctx, app, idx, out, now); err != nil {
+				return err
+			}
+		}
 		for _, i := range idx {
 			if out[i].Err != nil {
 				continue
 			}
-			accepted = append(accepted, i)
 			emails[i] = newEmail(ps[i])
-			addrs = append(addrs, recipientEmails(ps[i].To, ps[i].Cc, ps[i].Bcc)...)
-		}
-		if len(accepted) == 0 {
-			continue
-		}
-		// One look-up for all of the app's recipients; each email keeps
-		// only the hits on its own addresses.
-		hits, err := tx.SuppressionCheck(ctx, app, addrs)
-		if err != nil {
-			return err
-		}
-		for _, i := range accepted {
-			firsts[i] = applySuppression(emails[i], hits)
+			firsts[i] = applySuppression(emails[i], r.hits[app])
 		}
 	}
 
@@ -174,28 +176,73 @@ func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out [
 	return nil
 }
 
-// checkQueueVersions refuses, with ErrQueueChanged in out, the emails of
-// ps read with a queue version that is no longer current.
-func (tx *Store) checkQueueVersions(ctx context.Context, ps []*EmailInsertParams, out []AcceptResult) error {
-	var ids []uuid.UUID
-	for _, p := range ps {
-		if p.QueueVersion != 0 && !slices.Contains(ids, p.Queue.ID) {
-			ids = append(ids, p.Queue.ID)
+// acceptRead is what a group accept reads before it writes.
+type acceptRead struct {
+	versions map[uuid.UUID]int64 // QueueVersions of the queues read with a version
+	limited  map[uuid.UUID]bool  // apps with a daily or monthly limit
+	hits     map[uuid.UUID]map[string]Suppressed
+}
+
+// acceptReads reads, in one round trip, the versions of queues (locking
+// them as EmailAccept does), which apps have limits, and the suppression
+// hits of each app's recipients, in one look-up per app: each email later
+// keeps only the hits on its own addresses.
+func (tx *Store) acceptReads(ctx context.Context, ps []*EmailInsertParams, apps []uuid.UUID, byApp map[uuid.UUID][]int, queues []uuid.UUID) (*acceptRead, error) {
+	b := &pgx.Batch{}
+	if len(queues) > 0 {
+		b.Queue(tx.q.QueueVersions, pgx.NamedArgs{"ids": queues})
+	}
+	b.Queue(tx.q.AppUsageLimited, pgx.NamedArgs{"app_ids": apps})
+	for _, app := range apps {
+		var addrs []string
+		for _, i := range byApp[app] {
+			for _, l := range [][]Address{ps[i].To, ps[i].Cc, ps[i].Bcc} {
+				for _, a := range l {
+					addrs = append(addrs, NormalizeAddress(a.Email))
+				}
+			}
+		}
+		b.Queue(tx.q.SuppressionCheck, pgx.NamedArgs{"app_id": app, "emails": addrs})
+	}
+	br := tx.tx.SendBatch(ctx, b)
+	defer br.Close()
+	r := &acceptRead{versions: map[uuid.UUID]int64{}, limited: map[uuid.UUID]bool{}, hits: map[uuid.UUID]map[string]Suppressed{}}
+	var (
+		id      uuid.UUID
+		version int64
+	)
+	if len(queues) > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, fmt.Errorf("checking queue versions: %w", err)
+		}
+		if _, err := pgx.ForEachRow(rows, []any{&id, &version}, func() error {
+			r.versions[id] = version
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("checking queue versions: %w", err)
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	versions, err := tx.queueVersions(ctx, ids)
+	rows, err := br.Query()
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("reading app limits: %w", err)
 	}
-	for i, p := range ps {
-		if p.QueueVersion != 0 && versions[p.Queue.ID] != p.QueueVersion {
-			out[i].Err = ErrQueueChanged
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+		r.limited[id] = true
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("reading app limits: %w", err)
+	}
+	for _, app := range apps {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, fmt.Errorf("checking suppression lists: %w", err)
+		}
+		if r.hits[app], err = suppressionHits(rows); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return r, br.Close()
 }
 
 // acceptColumns are the columns of emails that copyEmails writes; the

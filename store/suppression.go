@@ -139,6 +139,11 @@ func (s *Store) SuppressionCheck(ctx context.Context, appID uuid.UUID, emails []
 	if err != nil {
 		return nil, fmt.Errorf("checking suppression lists: %w", err)
 	}
+	return suppressionHits(rows)
+}
+
+// suppressionHits reads the rows of a SuppressionCheck statement.
+func suppressionHits(rows pgx.Rows) (map[string]Suppressed, error) {
 	defer rows.Close()
 	var out map[string]Suppressed
 	for rows.Next() {
