@@ -60,10 +60,13 @@ type AcceptResult struct {
 	Err   error
 }
 
-// errGroupRolledBack marks an EmailAcceptGroup failure that rolled the
-// whole transaction back: nothing of the group is stored, so each email
-// may be tried again on its own.
-var errGroupRolledBack = errors.New("accept group rolled back")
+// groupRolledBack is an EmailAcceptGroup failure that rolled the whole
+// transaction back: nothing of the group is stored, so each email may be
+// tried again on its own.
+type groupRolledBack struct{ err error }
+
+func (e *groupRolledBack) Error() string { return "accept group rolled back: " + e.err.Error() }
+func (e *groupRolledBack) Unwrap() error { return e.err }
 
 // EmailAcceptGroup accepts several emails in one transaction, each exactly
 // as EmailAccept would on its own, in order: quota is taken per email (one
@@ -73,9 +76,9 @@ var errGroupRolledBack = errors.New("accept group rolled back")
 // refuses gets its *QuotaError in its result, one whose queue changed
 // ErrQueueChanged; the others are stored.
 //
-// An error means nothing was stored when errors.Is(err, errGroupRolledBack)
-// holds (see AcceptWriter); otherwise the commit itself failed and its
-// outcome is unknown.
+// An error means nothing was stored when it is a *groupRolledBack (see
+// AcceptWriter); otherwise the commit itself failed and its outcome is
+// unknown.
 func (s *Store) EmailAcceptGroup(ctx context.Context, ps []*EmailInsertParams) ([]AcceptResult, error) {
 	if s.enqueue == nil {
 		return nil, fmt.Errorf("accepting emails: store has no job enqueuer")
@@ -87,7 +90,7 @@ func (s *Store) EmailAcceptGroup(ctx context.Context, ps []*EmailInsertParams) (
 		return inner
 	})
 	if inner != nil {
-		return nil, fmt.Errorf("%w: %w", errGroupRolledBack, inner)
+		return nil, &groupRolledBack{inner}
 	}
 	if err != nil {
 		return nil, err
@@ -261,7 +264,19 @@ var acceptEventColumns = []string{"id", "created_at", "email_id", "app_id", "eve
 // lost recipients, with COPY: the same rows EmailInsert writes, at a
 // fraction of the cost of a statement per email.
 func (tx *Store) copyEmails(ctx context.Context, ps []*EmailInsertParams, emails []*Email, firsts []firstEvent) error {
-	rows := make([][]any, 0, len(emails))
+	n := 0
+	for _, e := range emails {
+		if e != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if n < copyMin {
+		return tx.insertEmails(ctx, ps, emails, firsts)
+	}
+	rows := make([][]any, 0, n)
 	events := make([][]any, 0, len(emails))
 	for i, e := range emails {
 		if e == nil {
@@ -287,14 +302,39 @@ func (tx *Store) copyEmails(ctx context.Context, ps []*EmailInsertParams, emails
 			events = append(events, eventRow(args))
 		}
 	}
-	if len(rows) == 0 {
-		return nil
-	}
 	if _, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"emails"}, acceptColumns, pgx.CopyFromRows(rows)); err != nil {
 		return fmt.Errorf("inserting emails: %w", err)
 	}
 	if _, err := tx.tx.CopyFrom(ctx, pgx.Identifier{"email_events"}, acceptEventColumns, pgx.CopyFromRows(events)); err != nil {
 		return fmt.Errorf("inserting email events: %w", err)
+	}
+	return nil
+}
+
+// copyMin is the smallest group copyEmails writes with COPY, which costs
+// two round trips per table; smaller ones go as one pipelined batch of
+// EmailInsert statements.
+const copyMin = 4
+
+// insertEmails is copyEmails for a small group: the EmailInsert statement
+// of each email (and EventInsert for its "suppressed" event), pipelined.
+func (tx *Store) insertEmails(ctx context.Context, ps []*EmailInsertParams, emails []*Email, firsts []firstEvent) error {
+	b := &pgx.Batch{}
+	for i, e := range emails {
+		if e == nil {
+			continue
+		}
+		b.Queue(tx.q.EmailInsert, emailInsertArgs(e, ps[i], firsts[i]))
+		if e.Status == StatusQueued && len(e.Suppressed) > 0 {
+			args, err := eventInsertArgs(e, "suppressed", SuppressedData(e.Suppressed), e.CreatedAt)
+			if err != nil {
+				return err
+			}
+			b.Queue(tx.q.EventInsert, args)
+		}
+	}
+	if err := tx.tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("inserting emails: %w", err)
 	}
 	return nil
 }
@@ -494,12 +534,6 @@ func (w *AcceptWriter) run() {
 }
 
 func (w *AcceptWriter) flush(batch []*acceptReq) {
-	if len(batch) == 1 {
-		r := batch[0]
-		e, err := w.store.EmailAccept(context.WithoutCancel(r.ctx), r.p)
-		r.res <- AcceptResult{Email: e, Err: err}
-		return
-	}
 	ps := make([]*EmailInsertParams, len(batch))
 	for i, r := range batch {
 		ps[i] = r.p
@@ -513,13 +547,19 @@ func (w *AcceptWriter) flush(batch []*acceptReq) {
 		}
 		return
 	}
-	if !errors.Is(err, errGroupRolledBack) {
+	var rolledBack *groupRolledBack
+	if !errors.As(err, &rolledBack) {
 		// The commit failed: whether it happened is unknown, so storing
 		// the emails again could store them twice. Each request gets the
 		// error, as it would have from its own failed commit.
 		for _, r := range batch {
 			r.res <- AcceptResult{Err: err}
 		}
+		return
+	}
+	if len(batch) == 1 {
+		// Alone, it would fail the same way again.
+		batch[0].res <- AcceptResult{Err: rolledBack.err}
 		return
 	}
 	w.logger.Warn("group accept failed; accepting one by one", "error", err, "count", len(batch))

@@ -37,8 +37,19 @@ func (e *env) suppress(t *testing.T, appID *uuid.UUID, addrs ...string) {
 
 // A group stores each email as EmailInsert would: its own job, its events,
 // and only its own suppressed recipients dropped, each app by its own list.
+// Groups of four and more are written with COPY, smaller ones with a
+// statement per email: both are checked.
 func TestEmailAcceptGroupStoresEachEmail(t *testing.T) {
 	t.Parallel()
+	for _, split := range [][]int{{4}, {3, 1}} {
+		t.Run(fmt.Sprint(split), func(t *testing.T) {
+			t.Parallel()
+			testEmailAcceptGroup(t, split)
+		})
+	}
+}
+
+func testEmailAcceptGroup(t *testing.T, split []int) {
 	e := newEnv(t)
 	ctx := t.Context()
 	a, b := e.app(t, "a"), e.app(t, "b")
@@ -53,12 +64,17 @@ func TestEmailAcceptGroupStoresEachEmail(t *testing.T) {
 	otherApp.Priority = 9
 	ps := []*store.EmailInsertParams{plain, partly, whole, otherApp}
 
-	res, err := e.st.EmailAcceptGroup(ctx, ps)
-	if err != nil {
-		t.Fatalf("EmailAcceptGroup: %v", err)
-	}
-	if len(res) != len(ps) {
-		t.Fatalf("%d results for %d emails", len(res), len(ps))
+	var res []store.AcceptResult
+	rest := ps
+	for _, n := range split {
+		r, err := e.st.EmailAcceptGroup(ctx, rest[:n])
+		if err != nil {
+			t.Fatalf("EmailAcceptGroup: %v", err)
+		}
+		if len(r) != n {
+			t.Fatalf("%d results for %d emails", len(r), n)
+		}
+		res, rest = append(res, r...), rest[n:]
 	}
 	jobIDs := map[int64]bool{}
 	for i, r := range res {
