@@ -29,37 +29,102 @@ func (h *Handler) CreateEmail(ctx context.Context, req *oas.EmailRequest, params
 		return nil, err
 	}
 	queueName := req.Queue.Or(store.DefaultQueueName)
+	if _, keyed := params.IdempotencyKey.Get(); !keyed && h.accepts != nil {
+		out, err := h.acceptEmail(ctx, pr, req, queueName, true)
+		if errors.Is(err, errStaleQueue) {
+			out, err = h.acceptEmail(ctx, pr, req, queueName, false)
+		}
+		return out, err
+	}
 	q, err := h.store.QueueGetByName(ctx, pr.appID, queueName)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, invalid("queue", "queue %q does not exist; create it with POST /v1/queues", queueName)
-	}
 	if err != nil {
-		return nil, err
+		return nil, queueLookupError(err, queueName)
 	}
-	if q.IsDraining {
-		return nil, conflict("queue_draining", "queue %q is draining and accepts no new email", q.Name)
-	}
-	p, err := emailInsertParams(pr, q, req)
-	if err != nil {
-		return nil, err
-	}
-	warnings, err := personalizeEmail(p, q.Settings.StrictPersonalization)
+	p, warnings, err := prepareEmail(pr, q, req)
 	if err != nil {
 		return nil, err
 	}
 	return idempotent(ctx, h, pr.appID, params.IdempotencyKey, "createEmail", req, http.StatusAccepted,
 		func(tx *store.Store) (*oas.EmailAccepted, error) {
-			if err := tx.AppUsageTake(ctx, pr.appID, 1, time.Now()); err != nil {
-				return nil, quotaExceeded(err)
-			}
-			e, err := tx.EmailInsert(ctx, p)
+			e, err := tx.EmailAccept(ctx, p)
 			if err != nil {
-				return nil, err
+				return nil, quotaExceeded(err)
 			}
 			out := withSuppressed(emailAcceptedToAPI(e), p, e)
 			out.Warnings = warnings
 			return out, nil
 		})
+}
+
+// errStaleQueue asks acceptEmail's caller to run it again with a fresh
+// read of the queue: the cached one it used has changed.
+var errStaleQueue = errors.New("cached queue is stale")
+
+// acceptEmail accepts an email without an Idempotency-Key through the
+// group commit (store.AcceptWriter), answering only after its transaction
+// has committed. With useCache, it may take the queue from the cache; any
+// refusal that depends on the queue, or a queue changed since it was
+// cached, is then errStaleQueue, so the caller redoes the request with a
+// fresh read and answers exactly as without the cache.
+func (h *Handler) acceptEmail(ctx context.Context, pr *principal, req *oas.EmailRequest, queueName string, useCache bool) (*oas.EmailAccepted, error) {
+	var (
+		q       *store.Queue
+		version int64
+		cached  bool
+		err     error
+	)
+	if useCache {
+		q, version, cached, err = h.queues.get(ctx, pr.appID, queueName)
+	} else {
+		q, err = h.store.QueueGetByName(ctx, pr.appID, queueName)
+	}
+	if err != nil {
+		return nil, queueLookupError(err, queueName)
+	}
+	p, warnings, err := prepareEmail(pr, q, req)
+	if err != nil {
+		if cached {
+			h.queues.drop(pr.appID, queueName)
+			return nil, errStaleQueue
+		}
+		return nil, err
+	}
+	p.QueueVersion = version // 0 without the cache: not checked
+	e, err := h.accepts.Accept(ctx, p)
+	if errors.Is(err, store.ErrQueueChanged) {
+		h.queues.drop(pr.appID, queueName)
+		return nil, errStaleQueue
+	}
+	if err != nil {
+		return nil, quotaExceeded(err)
+	}
+	out := withSuppressed(emailAcceptedToAPI(e), p, e)
+	out.Warnings = warnings
+	return out, nil
+}
+
+func queueLookupError(err error, queueName string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return invalid("queue", "queue %q does not exist; create it with POST /v1/queues", queueName)
+	}
+	return err
+}
+
+// prepareEmail checks req against its queue q and turns it into what the
+// store inserts, personalized, with the personalization warnings.
+func prepareEmail(pr *principal, q *store.Queue, req *oas.EmailRequest) (*store.EmailInsertParams, []string, error) {
+	if q.IsDraining {
+		return nil, nil, conflict("queue_draining", "queue %q is draining and accepts no new email", q.Name)
+	}
+	p, err := emailInsertParams(pr, q, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	warnings, err := personalizeEmail(p, q.Settings.StrictPersonalization)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, warnings, nil
 }
 
 // emailInsertParams turns a validated request into what the store inserts.

@@ -287,3 +287,42 @@ func TestEmailEvents(t *testing.T) {
 	resp, body = b.do(t, http.MethodGet, "/v1/emails/"+a.ID.String()+"/events?cursor=abc.def", key, nil, nil)
 	expectError(t, resp, body, http.StatusBadRequest, "invalid_cursor", "cursor")
 }
+
+// POST /v1/emails reads queues through a cache, but every change to a queue
+// shows at once, even one made behind the API's back: the accept checks the
+// queue's version in its transaction and redoes the request if it moved.
+func TestCreateEmailSeesQueueChanges(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, key := b.createApp(t, "app", false)
+	q := b.createQueue(t, key, map[string]any{"name": "cached", "priority": 5})
+	inQueue := func(m map[string]any) { m["queue"] = "cached" }
+	priorityOf := func(id uuid.UUID) int {
+		return b.count(t, "SELECT priority FROM emails WHERE id = $1", id)
+	}
+
+	if a := b.send(t, key, emailReq(inQueue)); priorityOf(a.ID) != 5 {
+		t.Errorf("first email priority %d, want 5", priorityOf(a.ID))
+	}
+	b.exec(t, "UPDATE queues SET priority = 9, max_retries = 1 WHERE id = $1", q.ID)
+	a := b.send(t, key, emailReq(inQueue))
+	if priorityOf(a.ID) != 9 {
+		t.Errorf("after the update: priority %d, want 9", priorityOf(a.ID))
+	}
+	if js := b.jobsOf(t, a.ID); len(js) != 1 || js[0].Queue != "critical" || js[0].MaxAttempts != 2 {
+		t.Errorf("after the update: jobs %+v, want one in critical with 2 attempts", js)
+	}
+
+	b.exec(t, "UPDATE queues SET is_draining = true WHERE id = $1", q.ID)
+	resp, body := b.do(t, http.MethodPost, "/v1/emails", key, emailReq(inQueue), nil)
+	expectError(t, resp, body, http.StatusConflict, "queue_draining", noField)
+	b.exec(t, "UPDATE queues SET is_draining = false WHERE id = $1", q.ID)
+	b.send(t, key, emailReq(inQueue))
+
+	b.exec(t, "UPDATE queues SET deleted_at = now() WHERE id = $1", q.ID)
+	resp, body = b.do(t, http.MethodPost, "/v1/emails", key, emailReq(inQueue), nil)
+	expectError(t, resp, body, http.StatusUnprocessableEntity, "validation_failed", "queue")
+	if n := b.count(t, "SELECT count(*) FROM emails WHERE queue_id = $1", q.ID); n != 3 {
+		t.Errorf("%d emails in the queue, want 3", n)
+	}
+}

@@ -52,8 +52,14 @@ type Handler struct {
 	unsub       *mail.Unsubscribe // List-Unsubscribe tokens
 	breaker     *ratelimit.Breaker
 	dedup       *ratelimit.Dedup
-	limiter     *ratelimit.Limiter // per-key API limits; nil = none
+	limiter     *ratelimit.Limiter  // per-key API limits; nil = none
+	accepts     *store.AcceptWriter // group commit of POST /v1/emails
+	queues      *queueCache         // queues by name for POST /v1/emails
 }
+
+// acceptGroupMax is the most emails one group-commit transaction of
+// POST /v1/emails stores.
+const acceptGroupMax = 128
 
 // Deps are what the API needs from the process that runs it.
 type Deps struct {
@@ -84,12 +90,20 @@ func New(ctx context.Context, d Deps) (http.Handler, error) {
 		started:     time.Now(),
 		cursors:     newCursors(append([]byte(d.Config.AdminSecret), d.Config.EncryptionKeyBytes()...)),
 		keys:        newKeyCache(d.Store, time.Second),
+		queues:      newQueueCache(d.Store, 10*time.Second),
 		adminDigest: sha256.Sum256([]byte(d.Config.AdminSecret)),
 		unsub: mail.NewUnsubscribe(d.Config.PublicURL, d.Config.InboundMailDomain(),
 			d.Config.EncryptionKeyBytes(), d.Config.PreviousEncryptionKeys()...),
 		limiter: limiterFrom(d),
 	}
 	h.usage = startKeyUsage(ctx, d.Store, logger)
+	h.accepts = store.NewAcceptWriter(d.Store, logger, acceptGroupMax)
+	h.accepts.Start()
+	go func() {
+		// Requests still running after this accept one by one.
+		<-ctx.Done()
+		h.accepts.Stop()
+	}()
 	if h.breaker = d.Breaker; h.breaker == nil {
 		h.breaker = ratelimit.NewBreaker(d.Redis, ratelimit.DefaultPrefix)
 	}

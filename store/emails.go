@@ -114,6 +114,10 @@ type EmailInsertParams struct {
 	Sandbox          bool
 	ScheduledAt      *time.Time
 	ExpiresAt        *time.Time
+	// QueueVersion, when not 0, is the version of Queue the caller read
+	// (QueueGetByNameVersion): EmailAccept and EmailAcceptGroup refuse the
+	// email with ErrQueueChanged if the queue has changed since.
+	QueueVersion int64
 }
 
 // EmailInsert stores an accepted email, its "queued" event and the River job
@@ -131,19 +135,7 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 	}
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
-		id, createdAt := NewID()
-		e := &Email{
-			ID: id, CreatedAt: createdAt, AppID: p.AppID, QueueID: p.Queue.ID, QueueName: p.Queue.Name,
-			BatchID: p.BatchID, MessageID: id.String() + "@" + p.MessageIDDomain,
-			FromAddress: p.From.Email, To: p.To, Cc: p.Cc, Bcc: p.Bcc, ReplyTo: p.ReplyTo,
-			Subject: p.Subject, HTML: p.HTML, Text: p.Text, Headers: p.Headers, Metadata: p.Metadata,
-			Status: StatusQueued, Sandbox: p.Sandbox, Priority: p.Priority, MaxRetries: p.Queue.MaxRetries,
-			ScheduledAt: p.ScheduledAt, ExpiresAt: p.ExpiresAt, UpdatedAt: createdAt,
-			RetryDelay: p.Queue.RetryDelay,
-		}
-		if p.From.Name != "" {
-			e.FromName = &p.From.Name
-		}
+		e := newEmail(p)
 		first, err := tx.emailSuppress(ctx, e)
 		if err != nil {
 			return err
@@ -159,19 +151,7 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 			jobID = &id
 		}
 		e.JobID = jobID
-		eventID, _ := NewID()
-		_, err = tx.db.Exec(ctx, tx.q.EmailInsert, pgx.NamedArgs{
-			"id": e.ID, "created_at": e.CreatedAt, "app_id": e.AppID, "queue_id": e.QueueID,
-			"batch_id": e.BatchID, "idempotency_key": p.IdempotencyKey, "message_id": e.MessageID,
-			"from_address": e.FromAddress, "from_name": e.FromName, "to_addresses": e.To,
-			"cc": nilIfEmpty(e.Cc), "bcc": nilIfEmpty(e.Bcc), "reply_to": e.ReplyTo,
-			"subject": e.Subject, "html_body": e.HTML, "text_body": e.Text,
-			"headers": nilIfEmptyMap(e.Headers), "personalization_data": rawOrNil(p.Personalizations),
-			"metadata": rawOrNil(e.Metadata), "sandbox": e.Sandbox, "priority": e.Priority,
-			"max_retries": e.MaxRetries, "job_id": jobID, "scheduled_at": e.ScheduledAt,
-			"expires_at": e.ExpiresAt, "event_id": eventID, "status": e.Status,
-			"event_type": first.Type, "event_data": first.Data,
-		})
+		_, err = tx.db.Exec(ctx, tx.q.EmailInsert, emailInsertArgs(e, p, first))
 		if err != nil {
 			return fmt.Errorf("inserting email: %w", err)
 		}
@@ -184,6 +164,42 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 		return nil
 	})
 	return out, err
+}
+
+// newEmail is the email p describes, with a new id, before suppression.
+func newEmail(p *EmailInsertParams) *Email {
+	id, createdAt := NewID()
+	e := &Email{
+		ID: id, CreatedAt: createdAt, AppID: p.AppID, QueueID: p.Queue.ID, QueueName: p.Queue.Name,
+		BatchID: p.BatchID, MessageID: id.String() + "@" + p.MessageIDDomain,
+		FromAddress: p.From.Email, To: p.To, Cc: p.Cc, Bcc: p.Bcc, ReplyTo: p.ReplyTo,
+		Subject: p.Subject, HTML: p.HTML, Text: p.Text, Headers: p.Headers, Metadata: p.Metadata,
+		Status: StatusQueued, Sandbox: p.Sandbox, Priority: p.Priority, MaxRetries: p.Queue.MaxRetries,
+		ScheduledAt: p.ScheduledAt, ExpiresAt: p.ExpiresAt, UpdatedAt: createdAt,
+		RetryDelay: p.Queue.RetryDelay,
+	}
+	if p.From.Name != "" {
+		e.FromName = &p.From.Name
+	}
+	return e
+}
+
+// emailInsertArgs are the arguments of the EmailInsert statement for e,
+// made from p, stored with its first event.
+func emailInsertArgs(e *Email, p *EmailInsertParams, first firstEvent) pgx.NamedArgs {
+	eventID, _ := NewID()
+	return pgx.NamedArgs{
+		"id": e.ID, "created_at": e.CreatedAt, "app_id": e.AppID, "queue_id": e.QueueID,
+		"batch_id": e.BatchID, "idempotency_key": p.IdempotencyKey, "message_id": e.MessageID,
+		"from_address": e.FromAddress, "from_name": e.FromName, "to_addresses": e.To,
+		"cc": nilIfEmpty(e.Cc), "bcc": nilIfEmpty(e.Bcc), "reply_to": e.ReplyTo,
+		"subject": e.Subject, "html_body": e.HTML, "text_body": e.Text,
+		"headers": nilIfEmptyMap(e.Headers), "personalization_data": rawOrNil(p.Personalizations),
+		"metadata": rawOrNil(e.Metadata), "sandbox": e.Sandbox, "priority": e.Priority,
+		"max_retries": e.MaxRetries, "job_id": e.JobID, "scheduled_at": e.ScheduledAt,
+		"expires_at": e.ExpiresAt, "event_id": eventID, "status": e.Status,
+		"event_type": first.Type, "event_data": first.Data,
+	}
 }
 
 // EmailGet returns one of an app's emails. The partition is found from the

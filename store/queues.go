@@ -13,19 +13,21 @@ import (
 
 // queueQueries are the statements of sql/queries/queues.sql.
 type queueQueries struct {
-	QueueInsert        string
-	QueueGet           string
-	QueueGetByName     string
-	QueueLock          string
-	QueueLockForDelete string
-	QueueList          string
-	QueueUpdate        string
-	QueueSetState      string
-	QueueDelete        string
-	QueueHolds         string
-	QueueCancelQueued  string
-	QueueCancelEvents  string
-	QueueStats         string
+	QueueInsert           string
+	QueueGet              string
+	QueueGetByName        string
+	QueueGetByNameVersion string
+	QueueVersions         string
+	QueueLock             string
+	QueueLockForDelete    string
+	QueueList             string
+	QueueUpdate           string
+	QueueSetState         string
+	QueueDelete           string
+	QueueHolds            string
+	QueueCancelQueued     string
+	QueueCancelEvents     string
+	QueueStats            string
 }
 
 // DefaultQueueName is the queue every app gets at creation, used when an
@@ -109,6 +111,49 @@ func (s *Store) QueueGet(ctx context.Context, appID, id uuid.UUID) (*Queue, erro
 // QueueGetByName returns one of an app's queues by name.
 func (s *Store) QueueGetByName(ctx context.Context, appID uuid.UUID, name string) (*Queue, error) {
 	return s.queueOne(ctx, s.q.QueueGetByName, pgx.NamedArgs{"app_id": appID, "name": name})
+}
+
+// QueueGetByNameVersion is QueueGetByName that also returns the row's
+// version, which changes with every update of the queue. An email whose
+// EmailInsertParams.QueueVersion is set is accepted only while its queue
+// still has that version (see ErrQueueChanged), so a cached queue can be
+// used without ever accepting email on stale settings.
+func (s *Store) QueueGetByNameVersion(ctx context.Context, appID uuid.UUID, name string) (*Queue, int64, error) {
+	rows, err := s.db.Query(ctx, s.q.QueueGetByNameVersion, pgx.NamedArgs{"app_id": appID, "name": name})
+	if err != nil {
+		return nil, 0, notFound(err, "getting queue")
+	}
+	type versioned struct {
+		Queue
+		Version int64 `db:"version"`
+	}
+	q, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[versioned])
+	if err != nil {
+		return nil, 0, notFound(err, "getting queue")
+	}
+	return &q.Queue, q.Version, nil
+}
+
+// queueVersions returns the versions of those of ids that are live queues,
+// locking them as an email's foreign key does. Call it in a transaction.
+func (s *Store) queueVersions(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]int64, error) {
+	rows, err := s.db.Query(ctx, s.q.QueueVersions, pgx.NamedArgs{"ids": ids})
+	if err != nil {
+		return nil, fmt.Errorf("checking queue versions: %w", err)
+	}
+	out := make(map[uuid.UUID]int64, len(ids))
+	var (
+		id      uuid.UUID
+		version int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &version}, func() error {
+		out[id] = version
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checking queue versions: %w", err)
+	}
+	return out, nil
 }
 
 func (s *Store) queueOne(ctx context.Context, query string, args pgx.NamedArgs) (*Queue, error) {

@@ -139,6 +139,11 @@ func (s *Store) SuppressionCheck(ctx context.Context, appID uuid.UUID, emails []
 	if err != nil {
 		return nil, fmt.Errorf("checking suppression lists: %w", err)
 	}
+	return suppressionHits(rows)
+}
+
+// suppressionHits reads the rows of a SuppressionCheck statement.
+func suppressionHits(rows pgx.Rows) (map[string]Suppressed, error) {
 	defer rows.Close()
 	var out map[string]Suppressed
 	for rows.Next() {
@@ -312,23 +317,33 @@ type firstEvent struct {
 // emailSuppress drops e's suppressed recipients (see EmailInsert) and
 // returns the event to store e with.
 func (s *Store) emailSuppress(ctx context.Context, e *Email) (firstEvent, error) {
-	first := firstEvent{Type: "queued"}
 	hits, err := s.SuppressionCheck(ctx, e.AppID, recipientEmails(e.To, e.Cc, e.Bcc))
-	if err != nil || len(hits) == 0 {
-		return first, err
+	if err != nil {
+		return firstEvent{Type: "queued"}, err
+	}
+	return applySuppression(e, hits), nil
+}
+
+// applySuppression drops from e the recipients in hits (SuppressionCheck's
+// answer for e's app, which may also hold other emails' addresses) and
+// returns the event to store e with.
+func applySuppression(e *Email, hits map[string]Suppressed) firstEvent {
+	first := firstEvent{Type: "queued"}
+	if len(hits) == 0 {
+		return first
 	}
 	kept, dropped := SplitSuppressed(hits, e.To, e.Cc, e.Bcc)
 	e.Suppressed = dropped
 	if len(kept[0])+len(kept[1])+len(kept[2]) == 0 {
 		// Kept whole, so the history shows whom it was for.
 		e.Status = StatusCancelled
-		return firstEvent{Type: "suppressed", Data: SuppressedData(dropped)}, nil
+		return firstEvent{Type: "suppressed", Data: SuppressedData(dropped)}
 	}
 	e.To, e.Cc, e.Bcc = kept[0], kept[1], kept[2]
 	if e.To == nil {
 		e.To = []Address{} // to_addresses is NOT NULL; the email goes to cc/bcc only
 	}
-	return first, nil
+	return first
 }
 
 // SuppressedData is the data of a "suppressed" event for dropped recipients.

@@ -12,7 +12,8 @@ import (
 
 // usageQueries are the statements of sql/queries/app_usage.sql.
 type usageQueries struct {
-	AppUsageTake string
+	AppUsageTake    string
+	AppUsageLimited string
 }
 
 // Usage periods, as stored in app_usage.period.

@@ -27,3 +27,11 @@ WITH lim AS (
 )
 SELECT has_lim.lim::bigint AS lim, (SELECT count FROM taken) AS count
 FROM has_lim;
+
+-- name: AppUsageLimited
+-- Which of @app_ids have a daily or monthly limit: AppUsageTake writes
+-- nothing for the others, so a group accept skips it for them. The limits
+-- are read as AppUsageTake reads them, at the statement's start.
+SELECT id
+FROM apps
+WHERE id = ANY(@app_ids::uuid[]) AND (daily_limit IS NOT NULL OR monthly_limit IS NOT NULL);

@@ -22,6 +22,23 @@ SELECT id, app_id, name, priority, rate_limit, max_retries, retry_delay, smtp_co
 FROM queues
 WHERE app_id = @app_id AND name = @name AND deleted_at IS NULL;
 
+-- name: QueueGetByNameVersion
+-- QueueGetByName with the row's version (xmin, which every UPDATE changes),
+-- for a cache that QueueVersions checks before use.
+SELECT id, app_id, name, priority, rate_limit, max_retries, retry_delay, smtp_config_id,
+       is_paused, is_draining, settings, created_at, updated_at, xmin::text::bigint AS version
+FROM queues
+WHERE app_id = @app_id AND name = @name AND deleted_at IS NULL;
+
+-- name: QueueVersions
+-- The versions of those of @ids that are live queues, locked FOR KEY SHARE
+-- as an email insert's foreign key locks its queue: a deletion waits for
+-- the accept (see QueueLockForDelete).
+SELECT id, xmin::text::bigint AS version
+FROM queues
+WHERE id = ANY(@ids::uuid[]) AND deleted_at IS NULL
+FOR KEY SHARE;
+
 -- name: QueueLock
 -- Reads a queue and locks it for the rest of the transaction, so concurrent
 -- changes to one queue apply one after the other and each audit entry's
