@@ -45,7 +45,6 @@ type options struct {
 	getDur                       time.Duration
 	deliverSmall, deliverLarge   int
 	largeSize                    string
-	profileDir                   string
 	e2eRate                      float64
 	e2eDur                       time.Duration
 	ceilDur                      time.Duration
@@ -88,7 +87,7 @@ func run() error {
 	fs.IntVar(&o.rowsBody, "rows-body", 256, "-rows-10m: keep the first N characters of html and text (0 = the whole ~2 KB email; 10M of those take ~25 GB)")
 	fs.IntVar(&o.rowsMonths, "rows-months", 5, "-rows-10m: the rows' created_at spans this many 30-day months back from now")
 	fs.DurationVar(&o.queuedWindow, "queued-window", 90*time.Second, "-queued-1m: how long to watch `all` working the backlog")
-	fs.StringVar(&o.pprofDir, "pprof-dir", "", "-queued-1m: turn on MQ_PPROF_ADDR and save heap profiles of `all` there (at start and at the end of the window)")
+	fs.StringVar(&o.pprofDir, "pprof-dir", "", "turn on MQ_PPROF_ADDR and save profiles there: -queued-1m, heap profiles of `all` (at start and at the end of the window); deliver, a 5 s CPU profile of `mailqueue work` per size")
 	fs.Float64Var(&o.acceptRate, "accept-rate", 700, "accept: fixed arrival rate of POST /v1/emails")
 	fs.DurationVar(&o.acceptDur, "accept-duration", 20*time.Second, "accept: duration at the fixed rate")
 	fs.IntVar(&o.acceptConc, "accept-inflight", 256, "accept: max requests in flight at the fixed rate")
@@ -98,7 +97,6 @@ func run() error {
 	fs.IntVar(&o.batchRepeat, "batch-repeat", 1, "batch: how many batches to send one after another, each after the last is delivered; the target takes the median")
 	fs.Float64Var(&o.getRate, "get-rate", 500, "get: fixed arrival rate of GET /v1/emails/{id}")
 	fs.DurationVar(&o.getDur, "get-duration", 10*time.Second, "get: duration")
-	fs.StringVar(&o.profileDir, "profile-dir", "", "deliver: write a 5 s CPU profile of `mailqueue work` for each size into this folder (MQ_PPROF_ADDR)")
 	fs.IntVar(&o.deliverSmall, "deliver-small", 5000, "deliver: ~2 KB emails queued before the worker starts")
 	fs.IntVar(&o.deliverLarge, "deliver-large", 1000, "deliver: large emails queued before the worker starts")
 	fs.StringVar(&o.largeSize, "large-size", "100KB", "deliver: html size of the large emails")

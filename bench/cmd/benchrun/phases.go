@@ -537,11 +537,11 @@ func (b *bench) deliver(ctx context.Context) error {
 	return nil
 }
 
-// profileWork, with -profile-dir, gives the next service started a pprof
+// profileWork, with -pprof-dir, gives the next service started a pprof
 // address; the returned func, called once it runs, fetches a 5 s CPU
 // profile in the background into <dir>/work-<label>.pprof.
 func (b *bench) profileWork(ctx context.Context, label string) func() {
-	if b.o.profileDir == "" {
+	if b.o.pprofDir == "" {
 		return func() {}
 	}
 	addr, err := freeAddr()
@@ -561,7 +561,7 @@ func (b *bench) profileWork(ctx context.Context, label string) func() {
 			}
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(resp.Body)
-			path := filepath.Join(b.o.profileDir, "work-"+label+".pprof")
+			path := filepath.Join(b.o.pprofDir, "work-"+label+".pprof")
 			if err := os.WriteFile(path, body, 0o644); err != nil {
 				b.logf("profile: %v", err)
 				return
