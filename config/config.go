@@ -65,8 +65,11 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `envconfig:"MQ_LOG_LEVEL" default:"info"`
 	// Workers is the total number of concurrent send workers, shared out
-	// between the priority lanes.
-	Workers int `envconfig:"MQ_WORKERS" default:"128"`
+	// between the priority lanes. Workers are goroutines, mostly waiting
+	// for a pooled SMTP connection or a shared round trip: more of them
+	// make the shared reads and writes larger, and cheaper per email
+	// (bench/results/2026-11-28-workers.md: 128 → 1,900/s, 512 → 3,400/s).
+	Workers int `envconfig:"MQ_WORKERS" default:"512"`
 	// FetchCooldown is the shortest pause between two fetches of jobs by one
 	// lane. With River's default (100 ms) a lane of N workers can start at
 	// most 10·N jobs a second, far below what the SMTP side can take.

@@ -83,7 +83,7 @@ func TestLoadDefaults(t *testing.T) {
 		cfg.HTTPAddr != "127.0.0.1:8080" || cfg.DefaultSMTPURL != "smtp://127.0.0.1:1025" ||
 		cfg.DefaultSMTPPoolSize != 8 || cfg.PublicURL != "http://127.0.0.1:8080" ||
 		cfg.InboundAddr != "127.0.0.1:2525" || cfg.LogFormat != "json" || cfg.LogLevel != "info" ||
-		cfg.Workers != 128 || cfg.ShutdownTimeout != 30*time.Second || cfg.JobRescueAfter != 10*time.Minute ||
+		cfg.Workers != 512 || cfg.ShutdownTimeout != 30*time.Second || cfg.JobRescueAfter != 10*time.Minute ||
 		cfg.MaxBodyBytes != 1<<20 || cfg.DBMaxConns != 40 {
 		t.Errorf("defaults = %+v", cfg)
 	}
