@@ -37,7 +37,7 @@ func TestRetryDeadEmail(t *testing.T) {
 	if dead.RetryCount != 1 {
 		t.Errorf("retry_count = %d, want 1: the retry is a new series of one attempt", dead.RetryCount)
 	}
-	want := []string{"queued", "processing", "failed", "retried", "processing", "failed"}
+	want := []string{"queued", "failed", "retried", "failed"}
 	if types := eventTypes(h.events(t, failed.ID)); !slices.Equal(types, want) {
 		t.Errorf("events = %v, want %v", types, want)
 	}

@@ -66,7 +66,7 @@ func (w *SendWorker) simulate(ctx context.Context, e *store.EmailForSend, job *r
 			// What a 452 at RCPT does for real: deferred, tried again later.
 			// No suppression: a temporary failure is what retries are for.
 			_, err := w.transition(ctx, &store.EmailTransitionParams{
-				ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusQueued, Event: "deferred",
+				ID: e.ID, From: sending, Status: store.StatusQueued, Event: "deferred",
 				Data: map[string]any{
 					"sandbox": true, "attempt": job.Attempt, "recipient": sim.soft, "bounce_type": store.BounceSoft,
 					"smtp_code": 452, "enhanced_code": "4.2.2", "error": "452 4.2.2 mailbox full (simulated)",
@@ -83,7 +83,7 @@ func (w *SendWorker) simulate(ctx context.Context, e *store.EmailForSend, job *r
 
 	sentAt := w.now()
 	moved, err := w.transition(ctx, &store.EmailTransitionParams{
-		ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusSent, Event: "sent",
+		ID: e.ID, From: sending, Status: store.StatusSent, Event: "sent",
 		Data: map[string]any{"sandbox": true, "attempt": job.Attempt}, SentAt: &sentAt, At: sentAt,
 	})
 	if err != nil || !moved {

@@ -134,7 +134,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	now := w.now()
 	if e.ExpiresAt != nil && now.After(*e.ExpiresAt) {
 		_, err := w.transition(ctx, &store.EmailTransitionParams{
-			ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusExpired,
+			ID: e.ID, From: sending, Status: store.StatusExpired,
 			Event: "expired", Data: map[string]any{"expires_at": e.ExpiresAt}, At: now,
 		})
 		return err
@@ -163,16 +163,12 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 		}
 	}
 
-	moved, err := w.transition(ctx, &store.EmailTransitionParams{
-		ID: e.ID, From: []string{store.StatusQueued, store.StatusProcessing}, Status: store.StatusProcessing,
-		Event: "processing", Data: map[string]any{"attempt": job.Attempt}, At: now,
-	})
-	if err != nil {
-		return err
-	}
-	if !moved {
-		return nil // cancelled between the read and now
-	}
+	// No "processing" write: while this job runs the email reads as
+	// processing (store.EmailGet derives it from River's job state), and a
+	// cancel takes the job's lock and refuses a running job, so the email
+	// read above cannot be cancelled under us (store.EmailCancel). That
+	// saves a status update and an event per email, a quarter of the
+	// database's work per send (bench/results/2026-11-28-summary.md).
 	if done, err := w.dropSuppressed(ctx, e); done || err != nil {
 		return err
 	}
@@ -202,7 +198,7 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	sentAt := w.now()
 	// The message is out: record it even if the job is being cancelled.
 	_, err = w.transition(context.WithoutCancel(ctx), &store.EmailTransitionParams{
-		ID: e.ID, From: []string{store.StatusProcessing}, Status: store.StatusSent, Event: "sent",
+		ID: e.ID, From: sending, Status: store.StatusSent, Event: "sent",
 		Data: map[string]any{
 			"smtp_host": srv.Host, "attempt": job.Attempt,
 			"duration_ms": sentAt.Sub(started).Milliseconds(),
@@ -215,6 +211,10 @@ func (w *SendWorker) Work(ctx context.Context, job *river.Job[SendArgs]) error {
 	}
 	return nil
 }
+
+// sending are the statuses an email being sent is stored with: queued, or
+// processing in rows written before the worker stopped storing it.
+var sending = []string{store.StatusQueued, store.StatusProcessing}
 
 // wait puts the job back for d without using up an attempt, and records
 // reason on the email so that GET /v1/emails/{id} can explain the wait.
@@ -267,7 +267,7 @@ func (w *SendWorker) fail(ctx context.Context, e *store.EmailForSend, job *river
 	}
 	last := permanent || job.Attempt >= job.MaxAttempts
 	p := &store.EmailTransitionParams{
-		ID: e.ID, From: []string{store.StatusProcessing}, LastError: &msg,
+		ID: e.ID, From: sending, LastError: &msg,
 		RetryCount: ptr(int16(job.Attempt)), Data: data, At: w.now(),
 	}
 	stop := permanent

@@ -284,8 +284,8 @@ func TestSendDeliversAndRecordsHistory(t *testing.T) {
 		t.Errorf("last_error = %q, want none", *got.LastError)
 	}
 	evs := h.events(t, e.ID)
-	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "processing", "sent"}) {
-		t.Errorf("events = %v, want [queued processing sent]", types)
+	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "sent"}) {
+		t.Errorf("events = %v, want [queued sent]", types)
 	}
 	if d := eventData(t, lastEvent(t, evs, "sent")); d["attempt"] != float64(1) || d["smtp_host"] != h.sink.Host() {
 		t.Errorf("sent event data = %v, want attempt 1 and smtp_host %s", d, h.sink.Host())
@@ -360,8 +360,8 @@ func TestSendRetriesTemporaryFailureUntilExhausted(t *testing.T) {
 	if deferred.LastError == nil || !strings.Contains(*deferred.LastError, "connect") {
 		t.Errorf("last_error after attempt 1 = %v, want the connect failure", deref(deferred.LastError))
 	}
-	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued", "processing", "deferred"}) {
-		t.Errorf("events after attempt 1 = %v, want [queued processing deferred]", types)
+	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued", "deferred"}) {
+		t.Errorf("events after attempt 1 = %v, want [queued deferred]", types)
 	}
 	// The retry waits for the queue's retry_delay[0] (2 s), not River's
 	// default backoff (about 1 s after a first attempt).
@@ -382,8 +382,8 @@ func TestSendRetriesTemporaryFailureUntilExhausted(t *testing.T) {
 		t.Errorf("retry_count = %d, want 2 (two attempts)", failed.RetryCount)
 	}
 	evs := h.events(t, e.ID)
-	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "processing", "deferred", "processing", "failed"}) {
-		t.Errorf("events = %v, want [queued processing deferred processing failed]", types)
+	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "deferred", "failed"}) {
+		t.Errorf("events = %v, want [queued deferred failed]", types)
 	}
 	d := eventData(t, lastEvent(t, evs, "failed"))
 	if d["permanent"] != false || d["attempt"] != float64(2) || d["stage"] != mail.StageConnect {
@@ -413,8 +413,8 @@ func TestSendPermanentFailureIsNotRetried(t *testing.T) {
 			t.Errorf("%s: retry_count %d, last_error %v; want 1 and set", tc.rcpt, failed.RetryCount, deref(failed.LastError))
 		}
 		evs := h.events(t, e.ID)
-		if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "processing", "failed"}) {
-			t.Errorf("%s: events = %v, want [queued processing failed]", tc.rcpt, types)
+		if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "failed"}) {
+			t.Errorf("%s: events = %v, want [queued failed]", tc.rcpt, types)
 		}
 		d := eventData(t, lastEvent(t, evs, "failed"))
 		if d["permanent"] != true || d["smtp_code"] != tc.code || d["stage"] != tc.stage || d["enhanced_code"] != tc.enhanced {
@@ -467,8 +467,8 @@ func TestSendUncertainDelivery(t *testing.T) {
 		t.Errorf("last_error = %v, want the uncertain delivery error", deref(got.LastError))
 	}
 	evs := h.events(t, e.ID)
-	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "processing", "uncertain"}) {
-		t.Errorf("events = %v, want [queued processing uncertain]", types)
+	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "uncertain"}) {
+		t.Errorf("events = %v, want [queued uncertain]", types)
 	}
 	if d := eventData(t, lastEvent(t, evs, "uncertain")); d["stage"] != mail.StageDataSent {
 		t.Errorf("uncertain event data = %v, want stage %s", d, mail.StageDataSent)
@@ -491,7 +491,7 @@ func TestSendUncertainRetriedOnce(t *testing.T) {
 		t.Errorf("retry_count = %d, want 2 (two attempts)", got.RetryCount)
 	}
 	evs := h.events(t, e.ID)
-	want := []string{"queued", "processing", "uncertain", "processing", "uncertain"}
+	want := []string{"queued", "uncertain", "uncertain"}
 	if types := eventTypes(evs); !slices.Equal(types, want) {
 		t.Fatalf("events = %v, want %v", types, want)
 	}
@@ -525,8 +525,8 @@ func TestSendJobTimeoutAfterDataIsUncertain(t *testing.T) {
 	if st := h.sink.Stats(); st.Messages > 1 {
 		t.Errorf("the sink got %d copies, want at most 1", st.Messages)
 	}
-	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued", "processing", "uncertain"}) {
-		t.Errorf("events = %v, want [queued processing uncertain]", types)
+	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued", "uncertain"}) {
+		t.Errorf("events = %v, want [queued uncertain]", types)
 	}
 }
 

@@ -53,7 +53,7 @@ func TestSendDropsRecipientsSuppressedSinceAccept(t *testing.T) {
 		t.Errorf("stored recipients to %v cc %v, want to [keep@example.com] and no cc", got.To, got.Cc)
 	}
 	evs := h.events(t, e.ID)
-	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "processing", "suppressed", "sent"}) {
+	if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "suppressed", "sent"}) {
 		t.Errorf("events = %v", types)
 	}
 	d := eventData(t, lastEvent(t, evs, "suppressed"))
@@ -82,8 +82,8 @@ func TestSendCancelsEmailWhoseRecipientsAreAllSuppressed(t *testing.T) {
 	h.suppress(t, "only@example.com", store.ReasonManual)
 
 	h.waitStatus(t, e.ID, store.StatusCancelled)
-	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued", "processing", "suppressed"}) {
-		t.Errorf("events = %v, want [queued processing suppressed]", types)
+	if types := eventTypes(h.events(t, e.ID)); !slices.Equal(types, []string{"queued", "suppressed"}) {
+		t.Errorf("events = %v, want [queued suppressed]", types)
 	}
 	if n := len(h.sink.Messages()); n != 0 {
 		t.Errorf("sink got %d messages, want 0", n)
@@ -150,14 +150,14 @@ func TestSandboxSimulator(t *testing.T) {
 		if got.DeliveredAt == nil || got.SentAt == nil {
 			t.Errorf("sent_at %v delivered_at %v, want both", got.SentAt, got.DeliveredAt)
 		}
-		if types := eventTypes(h.events(t, plain.ID)); !slices.Equal(types, []string{"queued", "processing", "sent", "delivered"}) {
+		if types := eventTypes(h.events(t, plain.ID)); !slices.Equal(types, []string{"queued", "sent", "delivered"}) {
 			t.Errorf("events = %v", types)
 		}
 	})
 	t.Run("hard bounce", func(t *testing.T) {
 		h.waitStatus(t, hard.ID, store.StatusBounced)
 		evs := h.events(t, hard.ID)
-		if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "processing", "sent", "bounced"}) {
+		if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "sent", "bounced"}) {
 			t.Errorf("events = %v", types)
 		}
 		d := eventData(t, lastEvent(t, evs, "bounced"))
@@ -172,7 +172,7 @@ func TestSandboxSimulator(t *testing.T) {
 	t.Run("soft bounce", func(t *testing.T) {
 		h.waitStatus(t, soft.ID, store.StatusDelivered)
 		evs := h.events(t, soft.ID)
-		want := []string{"queued", "processing", "deferred", "processing", "sent", "delivered"}
+		want := []string{"queued", "deferred", "sent", "delivered"}
 		if types := eventTypes(evs); !slices.Equal(types, want) {
 			t.Errorf("events = %v, want %v", types, want)
 		}
@@ -188,7 +188,7 @@ func TestSandboxSimulator(t *testing.T) {
 			return e.Status == store.StatusDelivered && slices.Contains(eventTypes(h.events(t, e.ID)), "complained")
 		})
 		evs := h.events(t, complaint.ID)
-		if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "processing", "sent", "delivered", "complained"}) {
+		if types := eventTypes(evs); !slices.Equal(types, []string{"queued", "sent", "delivered", "complained"}) {
 			t.Errorf("events = %v", types)
 		}
 		reason, src, _, ok := h.suppressionRow(t, "complaint@"+jobs.SimulatorDomain)

@@ -2764,6 +2764,9 @@ func (s *EmailEventList) SetHasMore(val bool) {
 	s.HasMore = val
 }
 
+// Each attempt records its outcome (`sent`, `deferred`, `failed`, `uncertain`, with the attempt number
+// in its data); taking an email for sending records no event of its own, so `processing` appears only
+// in the histories of emails sent before that changed.
 // Ref: #/components/schemas/EmailEventType
 type EmailEventType string
 
@@ -3187,10 +3190,11 @@ func (s *EmailRequest) SetMetadata(val OptMetadata) {
 	s.Metadata = val
 }
 
-// `queued` waiting (possibly scheduled), `processing` held by a worker, `sent` accepted by the SMTP
-// relay, `delivered` confirmed delivered, `bounced`, `failed` after retries or a permanent error,
-// `cancelled`, `expired` (past `expires_at` before sending), `uncertain` (connection lost after DATA:
-// may or may not have been delivered).
+// `queued` waiting (possibly scheduled), `processing` held by a worker (its send is under way; an
+// email is `processing` from the moment a worker takes it until its outcome is recorded, and cannot be
+// cancelled meanwhile), `sent` accepted by the SMTP relay, `delivered` confirmed delivered, `bounced`,
+// `failed` after retries or a permanent error, `cancelled`, `expired` (past `expires_at` before
+// sending), `uncertain` (connection lost after DATA: may or may not have been delivered).
 // Ref: #/components/schemas/EmailStatus
 type EmailStatus string
 

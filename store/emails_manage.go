@@ -15,6 +15,7 @@ import (
 type emailManageQueries struct {
 	EmailRetry           string
 	EmailLock            string
+	SendJobLockState     string
 	EmailQueueRetryDelay string
 }
 
@@ -63,11 +64,13 @@ func (s *Store) emailLock(ctx context.Context, appID, id uuid.UUID) (*emailLocke
 
 // EmailCancel cancels one of an app's emails that no worker has taken yet
 // (status queued, scheduled or not): status cancelled, a "cancelled" event,
-// and its River job cancelled, in one transaction. The row lock and the
-// worker's queued→processing guard order a cancel and a worker picking the
-// email up at the same moment: whichever commits first wins, so a cancelled
-// email is never sent, and an email being sent is never marked cancelled. It
-// returns ErrNotFound, or *InvalidStateError for any other status.
+// and its River job cancelled, in one transaction. The lock on the send job
+// orders a cancel and River handing the job to a worker: if the job is
+// already running the email is being sent (processing) and the cancel is
+// refused; otherwise it cannot start until the cancel commits, and then
+// finds the email cancelled. So a cancelled email is never sent, and an
+// email being sent is never marked cancelled. It returns ErrNotFound, or
+// *InvalidStateError for any other status.
 func (s *Store) EmailCancel(ctx context.Context, appID, id uuid.UUID, now time.Time) (*Email, error) {
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
@@ -77,6 +80,16 @@ func (s *Store) EmailCancel(ctx context.Context, appID, id uuid.UUID, now time.T
 		}
 		if e.Status != StatusQueued {
 			return &InvalidStateError{Status: e.Status}
+		}
+		if e.JobID != nil {
+			var state string
+			err := tx.db.QueryRow(ctx, tx.q.SendJobLockState, pgx.NamedArgs{"id": *e.JobID}).Scan(&state)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("locking the send job of email %s: %w", id, err)
+			}
+			if state == "running" {
+				return &InvalidStateError{Status: StatusProcessing}
+			}
 		}
 		moved, err := tx.EmailTransition(ctx, &EmailTransitionParams{
 			ID: id, From: []string{StatusQueued}, Status: StatusCancelled, Event: "cancelled",

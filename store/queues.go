@@ -25,6 +25,7 @@ type queueQueries struct {
 	QueueSetState         string
 	QueueDelete           string
 	QueueHolds            string
+	QueueLockQueuedJobs   string
 	QueueCancelQueued     string
 	QueueCancelEvents     string
 	QueueStats            string
@@ -295,6 +296,11 @@ func (s *Store) QueueCancelQueued(ctx context.Context, appID, queueID uuid.UUID,
 	}
 	var n int
 	err = s.Tx(ctx, func(tx *Store) error {
+		// No job of these emails may start while they are cancelled; those
+		// already running are left alone (QueueCancelQueued).
+		if _, err := tx.db.Exec(ctx, tx.q.QueueLockQueuedJobs, pgx.NamedArgs{"app_id": appID, "queue_id": queueID}); err != nil {
+			return fmt.Errorf("locking the send jobs of queue %s: %w", queueID, err)
+		}
 		rows, err := tx.db.Query(ctx, tx.q.QueueCancelQueued, pgx.NamedArgs{"app_id": appID, "queue_id": queueID})
 		if err != nil {
 			return fmt.Errorf("cancelling emails of queue %s: %w", queueID, err)

@@ -5,10 +5,14 @@
 -- name: EmailBatchCounts
 -- Counts a batch's emails by status. Every email of a batch was created
 -- after its id, so created_at >= the id's time skips older partitions.
-SELECT status::text AS status, count(*) AS n
-FROM emails
-WHERE app_id = @app_id AND batch_id = @batch_id AND created_at >= @created_at
-GROUP BY status;
+-- Queued emails whose send job is running count as processing (EmailGet).
+SELECT CASE WHEN e.status = 'queued' AND j.id IS NOT NULL THEN 'processing' ELSE e.status::text END AS status,
+       count(*) AS n
+FROM emails e
+LEFT JOIN river_job j ON j.id = e.job_id AND j.state = 'running' AND e.status = 'queued'
+                     AND e.updated_at <= j.attempted_at
+WHERE e.app_id = @app_id AND e.batch_id = @batch_id AND e.created_at >= @created_at
+GROUP BY 1;
 
 -- name: SendJobIDNext
 -- A job id below every job the batch is about to insert on this session

@@ -21,9 +21,17 @@ INSERT INTO email_events (id, created_at, email_id, app_id, event_type, event_da
 SELECT @event_id, created_at, id, app_id, @event_type, @event_data FROM email;
 
 -- name: EmailGet
+-- "processing" is not written by the worker: an email is processing while
+-- it is queued, its send job is running (River's state), and the row has
+-- not changed since that attempt began (once the worker records a deferral
+-- or a wait, it is queued again even before River files the job away).
+-- This saves a status write and an event per email (jobs/send.go).
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
-       e.html_body, e.text_body, e.headers, e.metadata, e.status, e.sandbox, e.priority, e.retry_count,
+       e.html_body, e.text_body, e.headers, e.metadata,
+       CASE WHEN e.status = 'queued' AND j.state = 'running' AND e.updated_at <= j.attempted_at
+            THEN 'processing'::email_status ELSE e.status END AS status,
+       e.sandbox, e.priority, e.retry_count,
        e.max_retries, e.last_error, e.waiting_reason, e.job_id, e.scheduled_at, e.expires_at, e.sent_at,
        e.delivered_at, e.updated_at,
        j.scheduled_at AS job_scheduled_at, j.attempt AS job_attempt
@@ -66,14 +74,24 @@ JOIN apps a ON a.id = e.app_id;
 -- Keyset pagination, newest first; the cursor is the last row's (created_at, id).
 SELECT e.id, e.created_at, e.app_id, e.queue_id, q.name AS queue_name, e.batch_id, e.message_id,
        e.from_address, e.from_name, e.to_addresses, e.cc, e.bcc, e.reply_to, e.subject,
-       NULL::text AS html_body, NULL::text AS text_body, e.headers, e.metadata, e.status,
+       NULL::text AS html_body, NULL::text AS text_body, e.headers, e.metadata,
+       CASE WHEN e.status = 'queued' AND j.id IS NOT NULL THEN 'processing'::email_status
+            ELSE e.status END AS status,
        e.sandbox, e.priority, e.retry_count, e.max_retries, e.last_error, e.waiting_reason, e.job_id, e.scheduled_at,
        e.expires_at, e.sent_at, e.delivered_at, e.updated_at,
        NULL::timestamptz AS job_scheduled_at, NULL::smallint AS job_attempt
 FROM emails e
 JOIN queues q ON q.id = e.queue_id
+-- Running send jobs make queued emails "processing" (see EmailGet).
+LEFT JOIN river_job j ON j.id = e.job_id AND j.state = 'running' AND e.status = 'queued'
+                     AND e.updated_at <= j.attempted_at
 WHERE e.app_id = @app_id
-  AND (@status::email_status IS NULL OR e.status = @status)
+  -- processing is stored as queued (a running job) or, in older rows, as processing.
+  AND (@status::email_status IS NULL
+       OR e.status = CASE WHEN @status = 'processing' THEN 'queued'::email_status ELSE @status END
+       OR (@status = 'processing' AND e.status = 'processing'))
+  AND (@status::email_status IS NULL OR @status NOT IN ('queued', 'processing')
+       OR (@status = 'queued') = (j.id IS NULL) OR e.status = 'processing')
   AND (@queue_name::text IS NULL OR q.name = @queue_name)
   AND (@batch_id::uuid IS NULL OR e.batch_id = @batch_id)
   AND (@since::timestamptz IS NULL OR e.created_at >= @since)
@@ -138,7 +156,7 @@ SELECT ord FROM moved;
 -- Records why a queued email is waiting. Writes nothing when the reason is
 -- unchanged, so a job snoozed again and again costs one read.
 UPDATE emails
-SET waiting_reason = @reason
+SET waiting_reason = @reason, updated_at = now()
 WHERE id = @id AND created_at = @created_at AND status = 'queued'
   AND waiting_reason IS DISTINCT FROM @reason;
 

@@ -33,6 +33,12 @@ FROM emails e
 WHERE e.app_id = @app_id AND e.id = @id AND e.created_at = @created_at
 FOR NO KEY UPDATE;
 
+-- name: SendJobLockState
+-- Locks an email's send job and reads its state. A locked job cannot start
+-- running (River's fetch skips locked jobs), and one already running is
+-- seen as such: the email is then being sent (processing).
+SELECT state::text FROM river_job WHERE id = @id FOR UPDATE;
+
 -- name: EmailQueueRetryDelay
 -- The retry schedule of an email's queue, even if the queue was deleted
 -- since: a retried email goes back into the queue it was accepted in.

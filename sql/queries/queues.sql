@@ -115,14 +115,27 @@ SELECT (SELECT count(*) FROM emails
        (SELECT count(*) FROM scheduled_jobs
         WHERE app_id = @app_id AND queue_id = @queue_id) AS scheduled_jobs;
 
+-- name: QueueLockQueuedJobs
+-- Locks the send jobs of the queue's queued emails, so that none starts
+-- running (River's fetch skips locked jobs) until QueueCancelQueued, in the
+-- same transaction, has decided which emails to cancel.
+SELECT j.id
+FROM river_job j
+WHERE j.id IN (SELECT e.job_id FROM emails e
+               WHERE e.app_id = @app_id AND e.queue_id = @queue_id AND e.status = 'queued'
+                 AND e.job_id IS NOT NULL)
+FOR UPDATE OF j;
+
 -- name: QueueCancelQueued
 -- Cancels the queue's emails that no worker has taken yet. Emails being sent
--- (processing) are left to finish: they are already in SMTP's hands, and
--- marking them cancelled could hide a message that was delivered. Their send
--- jobs, when they run, find the email cancelled and do nothing.
-UPDATE emails SET status = 'cancelled', updated_at = now()
-WHERE app_id = @app_id AND queue_id = @queue_id AND status = 'queued'
-RETURNING id, created_at;
+-- (processing: a running send job) are left to finish: they are already in
+-- SMTP's hands, and marking them cancelled could hide a message that was
+-- delivered. The send jobs of cancelled emails, when they run, find the email
+-- cancelled and do nothing.
+UPDATE emails e SET status = 'cancelled', updated_at = now()
+WHERE e.app_id = @app_id AND e.queue_id = @queue_id AND e.status = 'queued'
+  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.id = e.job_id AND j.state = 'running')
+RETURNING e.id, e.created_at;
 
 -- name: QueueCancelEvents
 -- The "cancelled" events of the emails QueueCancelQueued moved, one per
@@ -141,7 +154,15 @@ FROM unnest(@ids::uuid[], @created_ats::timestamptz[], @email_ids::uuid[]) AS ev
 WITH q AS (
     SELECT id FROM queues WHERE app_id = @app_id AND id = @queue_id AND deleted_at IS NULL
 ), by_status AS (
-    SELECT count(*) FILTER (WHERE e.status = 'processing')               AS processing,
+    SELECT count(*) FILTER (WHERE e.status = 'processing')
+           -- queued with a running send job (see EmailGet)
+           -- queued with a running send job (see EmailGet); from the few
+           -- running jobs, not the many queued emails
+           + (SELECT count(*) FROM river_job j
+              JOIN emails r ON r.id = (j.args ->> 'email_id')::uuid AND r.job_id = j.id
+                           AND r.updated_at <= j.attempted_at
+              JOIN q ON r.queue_id = q.id
+              WHERE j.state = 'running' AND j.kind = 'send_email' AND r.status = 'queued') AS processing,
            count(*) FILTER (WHERE e.status IN ('sent', 'delivered'))     AS sent,
            count(*) FILTER (WHERE e.status = 'failed')                   AS failed,
            count(*) FILTER (WHERE e.status = 'cancelled')                AS cancelled
@@ -152,7 +173,7 @@ WITH q AS (
     FROM emails e
     JOIN q ON e.queue_id = q.id
     LEFT JOIN river_job j ON j.id = e.job_id
-    WHERE e.status = 'queued'
+    WHERE e.status = 'queued' AND (j.state IS DISTINCT FROM 'running' OR e.updated_at > j.attempted_at)
 )
 SELECT (SELECT count(*) FROM waiting WHERE later IS NOT TRUE)   AS pending,
        (SELECT count(*) FROM waiting WHERE later)               AS scheduled,
