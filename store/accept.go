@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mailqueue/mailqueue/groupcommit"
 )
 
 // SendGroupEnqueuer inserts the send jobs of several emails in one
@@ -426,145 +427,60 @@ func eventInsertArgs(e *Email, eventType string, data any, at time.Time) (pgx.Na
 	}, nil
 }
 
-// AcceptWriter accepts emails for many concurrent requests at once ("group
-// commit", like the send workers' status writes): a request hands over its
-// email and waits until it is committed, while the writer stores every
+// AcceptWriter accepts emails for many concurrent requests at once
+// (groupcommit, like the send workers' status writes): a request hands over
+// its email and waits until it is committed, while the writer stores every
 // email waiting at that moment in one transaction (EmailAcceptGroup).
-// Under load dozens of requests share one commit instead of paying for
-// their own; when idle, an email goes out at once, with no added delay.
 //
 // A request is answered only after the transaction holding its email has
 // committed, so an accepted email is as durable as with EmailAccept. If the
 // group fails before its commit (one email breaks a constraint, say),
 // nothing of it is stored and each email is accepted again on its own, so
-// only the bad one reports an error.
+// only the bad one reports an error. If the commit itself fails, whether it
+// happened is unknown, so storing the emails again could store them twice:
+// each request gets the error, as it would have from its own failed commit.
 type AcceptWriter struct {
-	store    *Store
-	logger   *slog.Logger
-	maxBatch int
-	reqs     chan *acceptReq
-	wg       sync.WaitGroup
-
-	// mu guards closing reqs: Accept holds it for reading while it hands a
-	// request over, Stop for writing while it closes the channel.
-	mu     sync.RWMutex
-	closed bool
-}
-
-type acceptReq struct {
-	ctx context.Context
-	p   *EmailInsertParams
-	res chan AcceptResult
+	b *groupcommit.Batcher[*EmailInsertParams, *Email]
 }
 
 // acceptFlushers is how many groups may be in flight at once: while some
-// commit, another collects.
+// commit, another collects. Four were measured no better (bench/results/
+// 2026-11-28-summary.md).
 const acceptFlushers = 2
 
 // NewAcceptWriter returns a writer storing up to maxBatch emails per
 // transaction. Start it before use.
 func NewAcceptWriter(s *Store, logger *slog.Logger, maxBatch int) *AcceptWriter {
-	maxBatch = max(1, maxBatch)
-	return &AcceptWriter{store: s, logger: logger, maxBatch: maxBatch, reqs: make(chan *acceptReq, 4*maxBatch)}
+	return &AcceptWriter{b: groupcommit.New(groupcommit.Config[*EmailInsertParams, *Email]{
+		Name: "group accept", Logger: logger, MaxBatch: maxBatch, Flushers: acceptFlushers,
+		Many: func(ctx context.Context, ps []*EmailInsertParams) ([]groupcommit.Result[*Email], error) {
+			res, err := s.EmailAcceptGroup(ctx, ps)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]groupcommit.Result[*Email], len(res))
+			for i, r := range res {
+				out[i] = groupcommit.Result[*Email]{Value: r.Email, Err: r.Err}
+			}
+			return out, nil
+		},
+		Single: s.EmailAccept,
+		Retry: func(err error) bool {
+			var rolledBack *groupRolledBack
+			return errors.As(err, &rolledBack)
+		},
+	})}
 }
 
 // Start runs the writer until Stop.
-func (w *AcceptWriter) Start() {
-	for range acceptFlushers {
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			w.run()
-		}()
-	}
-}
+func (w *AcceptWriter) Start() { w.b.Start() }
 
 // Stop stores the emails already handed over and stops the writer. Accept
 // still works afterwards, one email per transaction.
-func (w *AcceptWriter) Stop() {
-	w.mu.Lock()
-	if !w.closed {
-		w.closed = true
-		close(w.reqs)
-	}
-	w.mu.Unlock()
-	w.wg.Wait()
-}
+func (w *AcceptWriter) Stop() { w.b.Stop() }
 
 // Accept stores p as EmailAccept does, sharing the transaction with
 // whatever else is waiting. A refusal by quota is a *QuotaError.
 func (w *AcceptWriter) Accept(ctx context.Context, p *EmailInsertParams) (*Email, error) {
-	r := &acceptReq{ctx: ctx, p: p, res: make(chan AcceptResult, 1)}
-	w.mu.RLock()
-	if w.closed {
-		w.mu.RUnlock()
-		return w.store.EmailAccept(ctx, p)
-	}
-	select {
-	case w.reqs <- r:
-	case <-ctx.Done():
-		w.mu.RUnlock()
-		return nil, ctx.Err()
-	}
-	w.mu.RUnlock()
-	// Once handed over, the email may be stored whatever ctx does, so wait
-	// for the outcome rather than guess it.
-	res := <-r.res
-	return res.Email, res.Err
-}
-
-func (w *AcceptWriter) run() {
-	batch := make([]*acceptReq, 0, w.maxBatch)
-	for first := range w.reqs {
-		batch = append(batch[:0], first)
-	collect:
-		for len(batch) < w.maxBatch {
-			select {
-			case r, ok := <-w.reqs:
-				if !ok {
-					break collect
-				}
-				batch = append(batch, r)
-			default:
-				break collect // take only what is already waiting: never delay an accept
-			}
-		}
-		w.flush(batch)
-	}
-}
-
-func (w *AcceptWriter) flush(batch []*acceptReq) {
-	ps := make([]*EmailInsertParams, len(batch))
-	for i, r := range batch {
-		ps[i] = r.p
-	}
-	// The group belongs to no single request: one client going away must
-	// not cancel the others' emails.
-	res, err := w.store.EmailAcceptGroup(context.Background(), ps)
-	if err == nil {
-		for i, r := range batch {
-			r.res <- res[i]
-		}
-		return
-	}
-	var rolledBack *groupRolledBack
-	if !errors.As(err, &rolledBack) {
-		// The commit failed: whether it happened is unknown, so storing
-		// the emails again could store them twice. Each request gets the
-		// error, as it would have from its own failed commit.
-		for _, r := range batch {
-			r.res <- AcceptResult{Err: err}
-		}
-		return
-	}
-	if len(batch) == 1 {
-		// Alone, it would fail the same way again.
-		batch[0].res <- AcceptResult{Err: rolledBack.err}
-		return
-	}
-	w.logger.Warn("group accept failed; accepting one by one", "error", err, "count", len(batch))
-	for _, r := range batch {
-		e, err := w.store.EmailAccept(context.WithoutCancel(r.ctx), r.p)
-		r.res <- AcceptResult{Email: e, Err: err}
-	}
+	return w.b.Do(ctx, p)
 }
