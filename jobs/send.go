@@ -40,16 +40,23 @@ func NewEnqueuer(client *river.Client[pgx.Tx]) *Enqueuer { return &Enqueuer{clie
 
 // EnqueueSendTx inserts the send job of e in tx, in the lane of its priority.
 func (q *Enqueuer) EnqueueSendTx(ctx context.Context, tx pgx.Tx, e *store.Email) (int64, error) {
+	p := sendJob(e)
+	res, err := q.client.InsertTx(ctx, tx, p.Args, p.InsertOpts)
+	if err != nil {
+		return 0, fmt.Errorf("inserting send job: %w", err)
+	}
+	return res.Job.ID, nil
+}
+
+// sendJob is the send job of e: its args, in the lane of its priority, with
+// its attempts and schedule.
+func sendJob(e *store.Email) river.InsertManyParams {
 	lane, prio := Lane(int(e.Priority))
 	opts := &river.InsertOpts{Queue: lane, Priority: prio, MaxAttempts: int(e.MaxRetries) + 1}
 	if e.ScheduledAt != nil {
 		opts.ScheduledAt = *e.ScheduledAt
 	}
-	res, err := q.client.InsertTx(ctx, tx, SendArgs{EmailID: e.ID, RetryDelay: e.RetryDelay}, opts)
-	if err != nil {
-		return 0, fmt.Errorf("inserting send job: %w", err)
-	}
-	return res.Job.ID, nil
+	return river.InsertManyParams{Args: SendArgs{EmailID: e.ID, RetryDelay: e.RetryDelay}, InsertOpts: opts}
 }
 
 // Sender delivers a message through an SMTP server. *mail.Pools satisfies

@@ -22,12 +22,7 @@ const sendInsertChunk = 10000
 func (q *Enqueuer) EnqueueSendManyTx(ctx context.Context, tx pgx.Tx, emails []*store.Email) error {
 	params := make([]river.InsertManyParams, len(emails))
 	for i, e := range emails {
-		lane, prio := Lane(int(e.Priority))
-		opts := &river.InsertOpts{Queue: lane, Priority: prio, MaxAttempts: int(e.MaxRetries) + 1}
-		if e.ScheduledAt != nil {
-			opts.ScheduledAt = *e.ScheduledAt
-		}
-		params[i] = river.InsertManyParams{Args: SendArgs{EmailID: e.ID, RetryDelay: e.RetryDelay}, InsertOpts: opts}
+		params[i] = sendJob(e)
 	}
 	for start := 0; start < len(params); start += sendInsertChunk {
 		chunk := params[start:min(start+sendInsertChunk, len(params))]

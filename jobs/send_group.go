@@ -20,12 +20,7 @@ func (q *Enqueuer) EnqueueSendGroupTx(ctx context.Context, tx pgx.Tx, emails []*
 	params := make([]river.InsertManyParams, len(emails))
 	index := make(map[uuid.UUID]int, len(emails))
 	for i, e := range emails {
-		lane, prio := Lane(int(e.Priority))
-		opts := &river.InsertOpts{Queue: lane, Priority: prio, MaxAttempts: int(e.MaxRetries) + 1}
-		if e.ScheduledAt != nil {
-			opts.ScheduledAt = *e.ScheduledAt
-		}
-		params[i] = river.InsertManyParams{Args: SendArgs{EmailID: e.ID, RetryDelay: e.RetryDelay}, InsertOpts: opts}
+		params[i] = sendJob(e)
 		index[e.ID] = i
 	}
 	res, err := q.client.InsertManyTx(ctx, tx, params)

@@ -396,6 +396,12 @@ func (s *Store) enqueueGroup(ctx context.Context, emails []*Email) ([]int64, err
 		}
 		return ids, nil
 	}
+	return s.enqueueEach(ctx, emails)
+}
+
+// enqueueEach inserts the send jobs of emails one by one, for an enqueuer
+// that cannot do many at once.
+func (s *Store) enqueueEach(ctx context.Context, emails []*Email) ([]int64, error) {
 	ids := make([]int64, len(emails))
 	for i, e := range emails {
 		id, err := s.enqueue.EnqueueSendTx(ctx, s.tx, e)

@@ -195,15 +195,7 @@ func (s *Store) EmailInsertBatch(ctx context.Context, p *EmailBatchInsertParams)
 func (s *Store) enqueueMany(ctx context.Context, emails []*Email) ([]int64, error) {
 	m, ok := s.enqueue.(SendManyEnqueuer)
 	if !ok {
-		ids := make([]int64, len(emails))
-		for i, e := range emails {
-			id, err := s.enqueue.EnqueueSendTx(ctx, s.tx, e)
-			if err != nil {
-				return nil, fmt.Errorf("enqueueing email %s: %w", e.ID, err)
-			}
-			ids[i] = id
-		}
-		return ids, nil
+		return s.enqueueEach(ctx, emails)
 	}
 	var after int64
 	if err := s.tx.QueryRow(ctx, s.q.SendJobIDNext).Scan(&after); err != nil {
