@@ -61,7 +61,7 @@ func (b *bench) ceilings(ctx context.Context) error {
 		how           string
 	}{
 		{b.o.riverJobs, 100, 0, "100 workers, River's default fetch cooldown (100 ms)"},
-		{max(100, b.o.riverJobs/10), 22, 0, "22 workers (the service's normal lane at MQ_WORKERS=64), default fetch cooldown"},
+		{max(100, b.o.riverJobs/10), 22, 0, "22 workers, River's default fetch cooldown"},
 		{b.o.riverJobs, 22, 5 * time.Millisecond, "22 workers, 5 ms fetch cooldown (the service's settings)"},
 		{b.o.riverJobs, 100, 5 * time.Millisecond, "100 workers, 5 ms fetch cooldown"},
 	} {
