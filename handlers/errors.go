@@ -120,6 +120,11 @@ func (h *Handler) toAPIError(ctx context.Context, err error) *apiError {
 		return newAPIError(http.StatusNotImplemented, "not_implemented", "this endpoint is planned but not built yet")
 	case errors.Is(err, store.ErrNotFound):
 		return notFound("resource")
+	case errors.Is(err, store.ErrQueueChanged):
+		// The queue was deleted (or changed) while the request ran: nothing
+		// was stored.
+		return newAPIError(http.StatusConflict, "queue_changed",
+			"the queue was changed or deleted while this request ran; nothing was stored, send it again")
 	case errors.Is(err, context.Canceled):
 		return newAPIError(499, "client_closed_request", "request cancelled by the client")
 	}

@@ -31,18 +31,14 @@ var ErrQueueChanged = errors.New("queue changed since it was read")
 // EmailAccept accepts one email the way POST /v1/emails does: it counts it
 // against the app's quota (AppUsageTake; a refusal is a *QuotaError) and
 // stores it with EmailInsert, in one transaction (the caller's, if any).
-// With p.QueueVersion set, it first checks the queue is unchanged.
+// The queue must still be live (and, with p.QueueVersion set, unchanged).
 func (s *Store) EmailAccept(ctx context.Context, p *EmailInsertParams) (*Email, error) {
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
-		if p.QueueVersion != 0 {
-			versions, err := tx.queueVersions(ctx, []uuid.UUID{p.Queue.ID})
-			if err != nil {
-				return err
-			}
-			if versions[p.Queue.ID] != p.QueueVersion {
-				return ErrQueueChanged
-			}
+		// EmailInsert holds the queue too; here first, so a changed queue
+		// costs no quota.
+		if err := tx.queueHold(ctx, p.Queue.ID, p.QueueVersion); err != nil {
+			return err
 		}
 		if err := tx.AppUsageTake(ctx, p.AppID, 1, time.Now()); err != nil {
 			return err
@@ -110,7 +106,8 @@ func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out [
 			apps = append(apps, p.AppID)
 		}
 		byApp[p.AppID] = append(byApp[p.AppID], i)
-		if p.QueueVersion != 0 && !slices.Contains(queues, p.Queue.ID) {
+		// Every queue is held (locked FOR KEY SHARE), versioned or not.
+		if !slices.Contains(queues, p.Queue.ID) {
 			queues = append(queues, p.Queue.ID)
 		}
 	}
@@ -121,7 +118,7 @@ func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out [
 		return err
 	}
 	for i, p := range ps {
-		if p.QueueVersion != 0 && r.versions[p.Queue.ID] != p.QueueVersion {
+		if v, ok := r.versions[p.Queue.ID]; !ok || (p.QueueVersion != 0 && v != p.QueueVersion) {
 			out[i].Err = ErrQueueChanged
 		}
 	}
@@ -182,7 +179,7 @@ func (tx *Store) acceptGroup(ctx context.Context, ps []*EmailInsertParams, out [
 
 // acceptRead is what a group accept reads before it writes.
 type acceptRead struct {
-	versions map[uuid.UUID]int64 // QueueVersions of the queues read with a version
+	versions map[uuid.UUID]int64 // QueueVersions of the group's live queues, now held
 	limited  map[uuid.UUID]bool  // apps with a daily or monthly limit
 	hits     map[uuid.UUID]map[string]Suppressed
 }

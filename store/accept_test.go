@@ -264,3 +264,41 @@ func TestAcceptWriterConcurrent(t *testing.T) {
 		t.Errorf("%d emails, %d events, %d jobs; want %d of each", emails, events, jobs, ok+1)
 	}
 }
+
+// TestInsertIntoDeletedQueueRefused checks that every insert path holds its
+// queue: once the queue is deleted, a single insert, an accept, a group
+// accept and a batch into it are all refused with ErrQueueChanged and store
+// nothing, so a deletion that found the queue empty stays true.
+func TestInsertIntoDeletedQueueRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	app := e.app(t, "deleted queue")
+	q := e.queue(t, app.ID, "gone")
+	if err := e.st.QueueDelete(ctx, app.ID, q.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.EmailInsert(ctx, emailParams(app.ID, q, "a@example.com")); !errors.Is(err, store.ErrQueueChanged) {
+		t.Errorf("EmailInsert: %v, want ErrQueueChanged", err)
+	}
+	if _, err := e.st.EmailAccept(ctx, emailParams(app.ID, q, "b@example.com")); !errors.Is(err, store.ErrQueueChanged) {
+		t.Errorf("EmailAccept: %v, want ErrQueueChanged", err)
+	}
+	res, err := e.st.EmailAcceptGroup(ctx, []*store.EmailInsertParams{emailParams(app.ID, q, "c@example.com")})
+	if err != nil || len(res) != 1 || !errors.Is(res[0].Err, store.ErrQueueChanged) {
+		t.Errorf("EmailAcceptGroup: %+v, %v; want ErrQueueChanged for the email", res, err)
+	}
+	batchID, _ := store.NewID()
+	_, err = e.st.EmailInsertBatch(ctx, &store.EmailBatchInsertParams{
+		AppID: app.ID, Queue: q, BatchID: batchID, MessageIDDomain: "mq.example.com",
+		From: store.Address{Email: "news@example.com"}, Priority: 5,
+		Emails: []store.BatchEmail{{To: store.Address{Email: "d@example.com"}, Subject: "s"}},
+	})
+	if !errors.Is(err, store.ErrQueueChanged) {
+		t.Errorf("EmailInsertBatch: %v, want ErrQueueChanged", err)
+	}
+	var n int
+	if err := e.pool.QueryRow(ctx, "SELECT count(*) FROM emails WHERE queue_id = $1", q.ID).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d emails stored in the deleted queue (%v), want 0", n, err)
+	}
+}

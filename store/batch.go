@@ -144,6 +144,9 @@ func (s *Store) EmailInsertBatch(ctx context.Context, p *EmailBatchInsertParams)
 		}
 	}
 	err := s.Tx(ctx, func(tx *Store) error {
+		if err := tx.queueHold(ctx, p.Queue.ID, 0); err != nil {
+			return err
+		}
 		// The rows are built while PostgreSQL takes the jobs; only their
 		// job ids wait for the jobs.
 		built := make(chan batchRows, 1)

@@ -135,6 +135,9 @@ func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, 
 	}
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
+		if err := tx.queueHold(ctx, p.Queue.ID, p.QueueVersion); err != nil {
+			return err
+		}
 		e := newEmail(p)
 		first, err := tx.emailSuppress(ctx, e)
 		if err != nil {

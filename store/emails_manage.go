@@ -62,6 +62,45 @@ func (s *Store) emailLock(ctx context.Context, appID, id uuid.UUID) (*emailLocke
 	return e, nil
 }
 
+// emailLockAfterJob locks a queued email for cancelling, its send job
+// first: jobs before emails, the order QueueCancelQueued takes them in, so
+// the two cannot deadlock. It refuses an email that is not queued, or whose
+// job is running (processing), with *InvalidStateError.
+func (tx *Store) emailLockAfterJob(ctx context.Context, appID, id uuid.UUID) (*emailLocked, error) {
+	// The job id is read unlocked, then checked again under the email's
+	// lock: a retry may have given the email a new job in between.
+	for range 3 {
+		cur, err := tx.EmailGet(ctx, appID, id)
+		if err != nil {
+			return nil, err
+		}
+		if cur.Status != StatusQueued {
+			return nil, &InvalidStateError{Status: cur.Status}
+		}
+		if cur.JobID != nil {
+			var state string
+			err := tx.db.QueryRow(ctx, tx.q.SendJobLockState, pgx.NamedArgs{"id": *cur.JobID}).Scan(&state)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return nil, fmt.Errorf("locking the send job of email %s: %w", id, err)
+			}
+			if state == "running" {
+				return nil, &InvalidStateError{Status: StatusProcessing}
+			}
+		}
+		e, err := tx.emailLock(ctx, appID, id)
+		if err != nil {
+			return nil, err
+		}
+		if e.Status != StatusQueued {
+			return nil, &InvalidStateError{Status: e.Status}
+		}
+		if (e.JobID == nil) == (cur.JobID == nil) && (e.JobID == nil || *e.JobID == *cur.JobID) {
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("cancelling email %s: its send job kept changing", id)
+}
+
 // EmailCancel cancels one of an app's emails that no worker has taken yet
 // (status queued, scheduled or not): status cancelled, a "cancelled" event,
 // and its River job cancelled, in one transaction. The lock on the send job
@@ -74,22 +113,9 @@ func (s *Store) emailLock(ctx context.Context, appID, id uuid.UUID) (*emailLocke
 func (s *Store) EmailCancel(ctx context.Context, appID, id uuid.UUID, now time.Time) (*Email, error) {
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
-		e, err := tx.emailLock(ctx, appID, id)
+		e, err := tx.emailLockAfterJob(ctx, appID, id)
 		if err != nil {
 			return err
-		}
-		if e.Status != StatusQueued {
-			return &InvalidStateError{Status: e.Status}
-		}
-		if e.JobID != nil {
-			var state string
-			err := tx.db.QueryRow(ctx, tx.q.SendJobLockState, pgx.NamedArgs{"id": *e.JobID}).Scan(&state)
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("locking the send job of email %s: %w", id, err)
-			}
-			if state == "running" {
-				return &InvalidStateError{Status: StatusProcessing}
-			}
 		}
 		moved, err := tx.EmailTransition(ctx, &EmailTransitionParams{
 			ID: id, From: []string{StatusQueued}, Status: StatusCancelled, Event: "cancelled",

@@ -25,7 +25,6 @@ type queueQueries struct {
 	QueueSetState         string
 	QueueDelete           string
 	QueueHolds            string
-	QueueLockQueuedJobs   string
 	QueueCancelQueued     string
 	QueueCancelEvents     string
 	QueueStats            string
@@ -155,6 +154,22 @@ func (s *Store) queueVersions(ctx context.Context, ids []uuid.UUID) (map[uuid.UU
 		return nil, fmt.Errorf("checking queue versions: %w", err)
 	}
 	return out, nil
+}
+
+// queueHold locks the live queue q FOR KEY SHARE for the rest of the
+// transaction, as every email insert must: a deletion (QueueLockForDelete)
+// then waits for the insert and counts its email, and an insert after a
+// deletion is refused. With version not 0 the queue must also still be at
+// that version. Either refusal is ErrQueueChanged.
+func (s *Store) queueHold(ctx context.Context, q uuid.UUID, version int64) error {
+	versions, err := s.queueVersions(ctx, []uuid.UUID{q})
+	if err != nil {
+		return err
+	}
+	if v, ok := versions[q]; !ok || (version != 0 && v != version) {
+		return ErrQueueChanged
+	}
+	return nil
 }
 
 func (s *Store) queueOne(ctx context.Context, query string, args pgx.NamedArgs) (*Queue, error) {
@@ -296,11 +311,6 @@ func (s *Store) QueueCancelQueued(ctx context.Context, appID, queueID uuid.UUID,
 	}
 	var n int
 	err = s.Tx(ctx, func(tx *Store) error {
-		// No job of these emails may start while they are cancelled; those
-		// already running are left alone (QueueCancelQueued).
-		if _, err := tx.db.Exec(ctx, tx.q.QueueLockQueuedJobs, pgx.NamedArgs{"app_id": appID, "queue_id": queueID}); err != nil {
-			return fmt.Errorf("locking the send jobs of queue %s: %w", queueID, err)
-		}
 		rows, err := tx.db.Query(ctx, tx.q.QueueCancelQueued, pgx.NamedArgs{"app_id": appID, "queue_id": queueID})
 		if err != nil {
 			return fmt.Errorf("cancelling emails of queue %s: %w", queueID, err)

@@ -31,9 +31,9 @@ FROM queues
 WHERE app_id = @app_id AND name = @name AND deleted_at IS NULL;
 
 -- name: QueueVersions
--- The versions of those of @ids that are live queues, locked FOR KEY SHARE
--- as an email insert's foreign key locks its queue: a deletion waits for
--- the accept (see QueueLockForDelete).
+-- The versions of those of @ids that are live queues, locked FOR KEY SHARE:
+-- every email insert holds its queue so (store.queueHold), and a deletion
+-- waits for the accept (see QueueLockForDelete).
 SELECT id, xmin::text::bigint AS version
 FROM queues
 WHERE id = ANY(@ids::uuid[]) AND deleted_at IS NULL
@@ -43,8 +43,8 @@ FOR KEY SHARE;
 -- Reads a queue and locks it for the rest of the transaction, so concurrent
 -- changes to one queue apply one after the other and each audit entry's
 -- "before" is what that change really replaced. FOR NO KEY UPDATE does not
--- conflict with the FOR KEY SHARE lock an email insert takes through its
--- foreign key, so editing or pausing a queue never holds up accepting email.
+-- conflict with the FOR KEY SHARE lock an email insert takes on its queue
+-- (store.queueHold), so editing or pausing a queue never holds up accepting email.
 SELECT id, app_id, name, priority, rate_limit, max_retries, retry_delay, smtp_config_id,
        is_paused, is_draining, settings, created_at, updated_at
 FROM queues
@@ -52,8 +52,8 @@ WHERE app_id = @app_id AND id = @id AND deleted_at IS NULL
 FOR NO KEY UPDATE;
 
 -- name: QueueLockForDelete
--- FOR UPDATE, unlike QueueLock, conflicts with the FOR KEY SHARE lock of an
--- email insert's foreign key check: emails being accepted into the queue
+-- FOR UPDATE, unlike QueueLock, conflicts with the FOR KEY SHARE lock an
+-- email insert holds on its queue (store.queueHold): emails being accepted into the queue
 -- commit before the pending count is taken, and later ones wait for the
 -- deletion to commit.
 SELECT id, app_id, name, priority, rate_limit, max_retries, retry_delay, smtp_config_id,
@@ -115,26 +115,26 @@ SELECT (SELECT count(*) FROM emails
        (SELECT count(*) FROM scheduled_jobs
         WHERE app_id = @app_id AND queue_id = @queue_id) AS scheduled_jobs;
 
--- name: QueueLockQueuedJobs
--- Locks the send jobs of the queue's queued emails, so that none starts
--- running (River's fetch skips locked jobs) until QueueCancelQueued, in the
--- same transaction, has decided which emails to cancel.
-SELECT j.id
-FROM river_job j
-WHERE j.id IN (SELECT e.job_id FROM emails e
-               WHERE e.app_id = @app_id AND e.queue_id = @queue_id AND e.status = 'queued'
-                 AND e.job_id IS NOT NULL)
-FOR UPDATE OF j;
-
 -- name: QueueCancelQueued
--- Cancels the queue's emails that no worker has taken yet. Emails being sent
--- (processing: a running send job) are left to finish: they are already in
--- SMTP's hands, and marking them cancelled could hide a message that was
--- delivered. The send jobs of cancelled emails, when they run, find the email
--- cancelled and do nothing.
+-- Cancels the queue's emails that no worker has taken yet. Their send jobs
+-- are locked first (jobs before emails, the order EmailCancel uses too), so
+-- none can start meanwhile (River's fetch skips locked jobs); an email whose
+-- job is already running is being sent (processing) and is left to finish:
+-- it is in SMTP's hands, and marking it cancelled could hide a message that
+-- was delivered. Only emails whose job was locked here, or that have none,
+-- are cancelled. Their jobs, when they run, find the email cancelled and do
+-- nothing.
+WITH locked AS (
+    SELECT j.id, j.state
+    FROM river_job j
+    WHERE j.id IN (SELECT q.job_id FROM emails q
+                   WHERE q.app_id = @app_id AND q.queue_id = @queue_id AND q.status = 'queued'
+                     AND q.job_id IS NOT NULL)
+    FOR UPDATE OF j
+)
 UPDATE emails e SET status = 'cancelled', updated_at = now()
 WHERE e.app_id = @app_id AND e.queue_id = @queue_id AND e.status = 'queued'
-  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.id = e.job_id AND j.state = 'running')
+  AND (e.job_id IS NULL OR e.job_id IN (SELECT id FROM locked WHERE state <> 'running'))
 RETURNING e.id, e.created_at;
 
 -- name: QueueCancelEvents
