@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"unicode/utf8"
 
 	"github.com/mailqueue/mailqueue/mail"
 	"github.com/mailqueue/mailqueue/store"
@@ -13,14 +14,19 @@ import (
 // recipients are dropped from the email (event "suppressed"); if none
 // remain, the email is cancelled. It reports whether the email is done.
 func (w *SendWorker) dropSuppressed(ctx context.Context, e *store.EmailForSend) (bool, error) {
-	if !e.AnySuppressed {
-		return false, nil // the read found none: the common case costs no query
-	}
 	var emails []string
+	ascii := true
 	for _, l := range [][]store.Address{e.To, e.Cc, e.Bcc} {
 		for _, a := range l {
 			emails = append(emails, a.Email)
+			ascii = ascii && isASCII(a.Email)
 		}
+	}
+	// The read's hint lower-cases in SQL, which under a C locale leaves
+	// non-ASCII letters alone; such addresses are always checked here, the
+	// way the list stores them (store.NormalizeAddress).
+	if !e.AnySuppressed && ascii {
+		return false, nil // the read found none: the common case costs no query
 	}
 	hits, err := w.Store.SuppressionCheck(ctx, e.AppID, emails)
 	if err != nil || len(hits) == 0 {
@@ -58,4 +64,13 @@ func (w *SendWorker) listUnsubscribe(e *store.EmailForSend, m *mail.Message) {
 	}
 	rcpt := append(append(append([]mail.Address{}, m.To...), m.Cc...), m.Bcc...)[0]
 	w.Unsubscribe.Headers(m, e.ID, rcpt.Email)
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }

@@ -90,6 +90,24 @@ func TestSendCancelsEmailWhoseRecipientsAreAllSuppressed(t *testing.T) {
 	}
 }
 
+// The same with a non-ASCII address in another case: the list holds it
+// lower-cased by Go, which a C-locale SQL lower() does not match, so the
+// worker must still find it.
+func TestSendCancelsSuppressedNonASCIIRecipient(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{})
+	p := h.params("ÉLODIE@example.com")
+	at := time.Now().Add(time.Second)
+	p.ScheduledAt = &at
+	e := h.insert(t, p)
+	h.suppress(t, "élodie@example.com", store.ReasonManual)
+
+	h.waitStatus(t, e.ID, store.StatusCancelled)
+	if n := len(h.sink.Messages()); n != 0 {
+		t.Errorf("sink got %d messages, want 0", n)
+	}
+}
+
 // Accept-time: EmailInsert drops suppressed recipients, and stores an
 // email with none left as cancelled, without a job.
 func TestEmailInsertDropsSuppressedRecipients(t *testing.T) {
