@@ -265,9 +265,15 @@ func (s *Store) EmailGetForSendMany(ctx context.Context, ids []uuid.UUID) ([]*Em
 	}
 	out := make([]*EmailForSend, len(ids))
 	for _, e := range found {
+		shared := false
 		for i, id := range ids {
 			if id == e.ID && out[i] == nil {
-				out[i] = e
+				if shared { // asked for twice: each caller gets its own copy to change
+					c := *e
+					out[i] = &c
+					continue
+				}
+				out[i], shared = e, true
 			}
 		}
 	}

@@ -155,7 +155,6 @@ WITH q AS (
     SELECT id FROM queues WHERE app_id = @app_id AND id = @queue_id AND deleted_at IS NULL
 ), by_status AS (
     SELECT count(*) FILTER (WHERE e.status = 'processing')
-           -- queued with a running send job (see EmailGet)
            -- queued with a running send job (see EmailGet); from the few
            -- running jobs, not the many queued emails
            + (SELECT count(*) FROM river_job j
