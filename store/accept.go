@@ -35,8 +35,7 @@ var ErrQueueChanged = errors.New("queue changed since it was read")
 func (s *Store) EmailAccept(ctx context.Context, p *EmailInsertParams) (*Email, error) {
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
-		// EmailInsert holds the queue too; here first, so a changed queue
-		// costs no quota.
+		// The queue first, so a changed queue costs no quota.
 		if err := tx.queueHold(ctx, p.Queue.ID, p.QueueVersion); err != nil {
 			return err
 		}
@@ -44,7 +43,7 @@ func (s *Store) EmailAccept(ctx context.Context, p *EmailInsertParams) (*Email, 
 			return err
 		}
 		var err error
-		out, err = tx.EmailInsert(ctx, p)
+		out, err = tx.emailInsertHeld(ctx, p)
 		return err
 	})
 	return out, err

@@ -130,43 +130,47 @@ type EmailInsertParams struct {
 // none remain, the email is stored "cancelled", with its original
 // recipients, and no send job.
 func (s *Store) EmailInsert(ctx context.Context, p *EmailInsertParams) (*Email, error) {
-	if s.enqueue == nil {
-		return nil, fmt.Errorf("inserting email: store has no job enqueuer")
-	}
 	var out *Email
 	err := s.Tx(ctx, func(tx *Store) error {
 		if err := tx.queueHold(ctx, p.Queue.ID, p.QueueVersion); err != nil {
 			return err
 		}
-		e := newEmail(p)
-		first, err := tx.emailSuppress(ctx, e)
-		if err != nil {
-			return err
-		}
-		var jobID *int64
-		if e.Status == StatusQueued {
-			// The job first, so the row is written once, with its job id. Nothing
-			// is visible to workers before the transaction commits.
-			id, err := tx.enqueue.EnqueueSendTx(ctx, tx.tx, e)
-			if err != nil {
-				return fmt.Errorf("enqueueing email %s: %w", e.ID, err)
-			}
-			jobID = &id
-		}
-		e.JobID = jobID
-		_, err = tx.db.Exec(ctx, tx.q.EmailInsert, emailInsertArgs(e, p, first))
-		if err != nil {
-			return fmt.Errorf("inserting email: %w", err)
-		}
-		if e.Status == StatusQueued && len(e.Suppressed) > 0 {
-			if err := tx.EventInsert(ctx, e, "suppressed", SuppressedData(e.Suppressed), e.CreatedAt); err != nil {
-				return err
-			}
-		}
-		out = e
-		return nil
+		var err error
+		out, err = tx.emailInsertHeld(ctx, p)
+		return err
 	})
 	return out, err
+}
+
+// emailInsertHeld is EmailInsert in a transaction that already holds the
+// email's queue (queueHold).
+func (tx *Store) emailInsertHeld(ctx context.Context, p *EmailInsertParams) (*Email, error) {
+	if tx.enqueue == nil {
+		return nil, fmt.Errorf("inserting email: store has no job enqueuer")
+	}
+	e := newEmail(p)
+	first, err := tx.emailSuppress(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	if e.Status == StatusQueued {
+		// The job first, so the row is written once, with its job id. Nothing
+		// is visible to workers before the transaction commits.
+		id, err := tx.enqueue.EnqueueSendTx(ctx, tx.tx, e)
+		if err != nil {
+			return nil, fmt.Errorf("enqueueing email %s: %w", e.ID, err)
+		}
+		e.JobID = &id
+	}
+	if _, err := tx.db.Exec(ctx, tx.q.EmailInsert, emailInsertArgs(e, p, first)); err != nil {
+		return nil, fmt.Errorf("inserting email: %w", err)
+	}
+	if e.Status == StatusQueued && len(e.Suppressed) > 0 {
+		if err := tx.EventInsert(ctx, e, "suppressed", SuppressedData(e.Suppressed), e.CreatedAt); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
 // newEmail is the email p describes, with a new id, before suppression.

@@ -135,7 +135,7 @@ func (s *Store) QueueGetByNameVersion(ctx context.Context, appID uuid.UUID, name
 }
 
 // queueVersions returns the versions of those of ids that are live queues,
-// locking them as an email's foreign key does. Call it in a transaction.
+// locking them FOR KEY SHARE (see queueHold). Call it in a transaction.
 func (s *Store) queueVersions(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]int64, error) {
 	rows, err := s.db.Query(ctx, s.q.QueueVersions, pgx.NamedArgs{"ids": ids})
 	if err != nil {
