@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,101 +14,99 @@ import (
 	"strings"
 )
 
-// clockTicks is the kernel's USER_HZ: /proc reports CPU times in these.
+// clockTicks is the kernel's USER_HZ: /proc/stat counts CPU time in these.
 const clockTicks = 100
 
-// cpuSnapshot is CPU time used so far, in clock ticks, by the processes a
-// phase cares about, and by the whole machine. Differences of two
-// snapshots say where a phase's CPU went; CPU time per email hardly
-// depends on what else the machine is doing, unlike a rate.
+// cpuSnapshot is CPU time used so far by the processes a phase cares
+// about, and by the whole machine. Differences of two snapshots say where
+// a phase's CPU went; CPU time per email hardly depends on what else the
+// machine is doing, unlike a rate.
 type cpuSnapshot struct {
-	service int64 // the service process measured
-	pgPIDs  map[int]int64
-	redis   int64
-	bench   int64 // this process: the SMTP sink and the load generator
-	machine int64 // all non-idle time of all cores
+	service time.Duration // the service process measured
+	pg      map[int]time.Duration
+	redis   time.Duration
+	bench   time.Duration // this process: the SMTP sink and the load generator
+	machine time.Duration // all non-idle time of all cores
 }
 
-// takeCPU reads the snapshot. PostgreSQL's share is that of the backends
-// connected to the bench database (pg_stat_activity), so other work on
-// the same server is not counted; its shared background processes (WAL
-// writer, checkpointer) are left out.
-func (b *bench) takeCPU(ctx context.Context, servicePID int) cpuSnapshot {
-	s := cpuSnapshot{pgPIDs: map[int]int64{}}
-	s.service = procTicks(servicePID)
-	rows, err := b.pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-	if err == nil {
-		for rows.Next() {
-			var pid int
-			if rows.Scan(&pid) == nil {
-				s.pgPIDs[pid] = procTicks(pid)
-			}
-		}
-		rows.Close()
+// pidCPU is the CPU time pid's threads have run so far (from
+// /proc/<pid>/task/*/schedstat; 0 once it is gone).
+func pidCPU(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum time.Duration
+	for _, t := range tasks {
+		sum += schedstat(t)
 	}
-	s.bench = procTicks(os.Getpid())
+	return sum
+}
+
+// pgBackendCPU is the CPU time so far of each PostgreSQL backend connected
+// to the bench database (pg_stat_activity), so that other work on the same
+// server is not counted; shared background processes (WAL writer,
+// checkpointer) are left out.
+func (b *bench) pgBackendCPU(ctx context.Context) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	rows, err := b.pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+	if err != nil {
+		return out
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return out
+	}
+	for _, pid := range pids {
+		out[int(pid)] = pidCPU(int(pid))
+	}
+	return out
+}
+
+// pgCPU is the CPU time so far of the bench database's backends together.
+func (b *bench) pgCPU(ctx context.Context) time.Duration {
+	var sum time.Duration
+	for _, d := range b.pgBackendCPU(ctx) {
+		sum += d
+	}
+	return sum
+}
+
+// takeCPU reads the snapshot.
+func (b *bench) takeCPU(ctx context.Context, servicePID int) cpuSnapshot {
+	s := cpuSnapshot{service: pidCPU(servicePID), pg: b.pgBackendCPU(ctx), bench: pidCPU(os.Getpid())}
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(filepath.Base(d))
 		if err != nil {
 			continue
 		}
-		comm, err := os.ReadFile(filepath.Join(d, "comm"))
-		if err != nil {
-			continue
-		}
-		switch strings.TrimSpace(string(comm)) {
-		case "redis-server":
-			s.redis += procTicks(pid)
+		if comm, err := os.ReadFile(filepath.Join(d, "comm")); err == nil && strings.TrimSpace(string(comm)) == "redis-server" {
+			s.redis += pidCPU(pid)
 		}
 	}
-	if b, err := os.ReadFile("/proc/stat"); err == nil {
-		line, _, _ := strings.Cut(string(b), "\n")
+	if data, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(data), "\n")
 		f := strings.Fields(line)
 		for i := 1; i < len(f); i++ {
 			if i == 4 || i == 5 { // idle, iowait
 				continue
 			}
 			v, _ := strconv.ParseInt(f[i], 10, 64)
-			s.machine += v
+			s.machine += time.Duration(v) * time.Second / clockTicks
 		}
 	}
 	return s
 }
 
-// procTicks is utime+stime of pid, in clock ticks; 0 if it is gone.
-func procTicks(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	// Fields after the command, which is in parentheses and may hold spaces.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); utime is field 14, stime 15.
-	var t int64
-	for k := 11; k < 13 && k < len(f); k++ {
-		v, _ := strconv.ParseInt(f[k], 10, 64)
-		t += v
-	}
-	return t
-}
-
 // perEmail is the CPU milliseconds per email of each part between a and b.
 func (a cpuSnapshot) perEmail(b cpuSnapshot, emails int64) []string {
-	ms := func(t int64) string {
+	ms := func(d time.Duration) string {
 		if emails <= 0 {
 			return "—"
 		}
-		return strconv.FormatFloat(float64(t)*1000/clockTicks/float64(emails), 'f', 3, 64)
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond)/float64(emails), 'f', 3, 64)
 	}
-	var pg int64
-	for pid, t := range b.pgPIDs {
-		pg += t - a.pgPIDs[pid] // a backend that connected meanwhile counts whole
+	var pg time.Duration
+	for pid, d := range b.pg {
+		pg += d - a.pg[pid] // a backend that connected meanwhile counts whole
 	}
 	return []string{ms(b.service - a.service), ms(pg), ms(b.redis - a.redis),
 		ms(b.bench - a.bench), ms(b.machine - a.machine)}

@@ -256,14 +256,7 @@ func (s *service) RSS() int64 {
 
 // CPU is the CPU time the process's threads have run so far (from
 // /proc/<pid>/task/*/schedstat; 0 where that cannot be read).
-func (s *service) CPU() time.Duration {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", s.cmd.Process.Pid))
-	var sum time.Duration
-	for _, t := range tasks {
-		sum += schedstat(t)
-	}
-	return sum
-}
+func (s *service) CPU() time.Duration { return pidCPU(s.cmd.Process.Pid) }
 
 // schedstat reads the run time (ns) from a /proc schedstat file.
 func schedstat(path string) time.Duration {

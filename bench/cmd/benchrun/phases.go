@@ -256,24 +256,6 @@ func (b *bench) drainThenPurge(ctx context.Context, what string) {
 	b.drain(ctx, "the purge (jobs already running)")
 }
 
-// pgCPU is the CPU time the bench database's PostgreSQL backends have run
-// so far, when they run on this machine (0 otherwise).
-func (b *bench) pgCPU(ctx context.Context) time.Duration {
-	rows, err := b.pool.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-	if err != nil {
-		return 0
-	}
-	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil {
-		return 0
-	}
-	var sum time.Duration
-	for _, pid := range pids {
-		sum += schedstat(fmt.Sprintf("/proc/%d/schedstat", pid))
-	}
-	return sum
-}
-
 func (b *bench) batch(ctx context.Context, svc *service, c *load.Client) error {
 	b.rep.section("2. Batch: POST /v1/emails/batch")
 	body := load.BatchBody("", load.DefaultHTMLSize, b.o.batchSize)
