@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
@@ -23,6 +25,14 @@ type conn struct {
 	raw      net.Conn
 	client   *smtp.Client
 	lastUsed time.Time
+
+	// pipelining and chunking say whether the server offers PIPELINING
+	// and CHUNKING (see transact); mailParams are the MAIL FROM parameters
+	// go-mail's Client.Mail would add, for the envelope written by hand.
+	pipelining, chunking bool
+	mailParams           string
+	// used is set once the session has carried a transaction.
+	used bool
 }
 
 // close ends the session politely if it can do so quickly.
@@ -155,7 +165,16 @@ func dial(ctx context.Context, srv *Server, helo string) (*conn, error) {
 		_ = raw.Close()
 		return nil, newSendError(StageConnect, fmt.Errorf("dialling %s: %w", addr, dctx.Err()))
 	}
-	return &conn{raw: raw, client: client, lastUsed: time.Now()}, nil
+	c := &conn{raw: raw, client: client, lastUsed: time.Now()}
+	c.pipelining, _ = client.Extension("PIPELINING")
+	c.chunking, _ = client.Extension("CHUNKING")
+	if ok, _ := client.Extension("8BITMIME"); ok {
+		c.mailParams += " BODY=8BITMIME"
+	}
+	if ok, _ := client.Extension("SMTPUTF8"); ok {
+		c.mailParams += " SMTPUTF8"
+	}
+	return c, nil
 }
 
 // pickAuth chooses a mechanism the server offers. Plain-text mechanisms are
@@ -198,6 +217,19 @@ func (c *conn) send(ctx context.Context, msg *gomail.Msg, timeout time.Duration)
 	return reusable, se
 }
 
+// transact runs one mail transaction: MAIL FROM, a RCPT TO per recipient,
+// then the message, with as few round trips as the server allows. With
+// PIPELINING (RFC 2920) the envelope goes in one write; with CHUNKING
+// (RFC 3030) the message goes as one BDAT LAST chunk, with no dot-stuffing
+// on either side; with both and a single recipient the whole transaction
+// is one write and one wait. Without either it is the classic exchange,
+// one command per round trip.
+//
+// All-or-nothing: one refused recipient fails the whole message, so a retry
+// never delivers twice to those who did accept. That is why the message
+// travels with the envelope only for a single recipient: if that one is
+// refused there is no one to deliver to, and the server must discard the
+// chunk (RFC 3030, 2). With several, the body waits for every RCPT reply.
 func (c *conn) transact(ctx context.Context, msg *gomail.Msg, timeout time.Duration) (reusable bool, _ *SendError) {
 	from, err := msg.GetSender(false)
 	if err != nil {
@@ -207,30 +239,136 @@ func (c *conn) transact(ctx context.Context, msg *gomail.Msg, timeout time.Durat
 	if err != nil {
 		return true, &SendError{Stage: StageMail, Permanent: true, Err: fmt.Errorf("reading recipients: %w", err)}
 	}
+	if !c.pipelining && !c.chunking {
+		return c.transactStepwise(ctx, msg, from, rcpts, timeout)
+	}
+	for _, a := range append([]string{from}, rcpts...) {
+		if strings.ContainsAny(a, "\r\n") {
+			return true, &SendError{Stage: StageMail, Permanent: true, Err: fmt.Errorf("address %q holds a line break", a)}
+		}
+	}
+
+	var chunk *bytes.Buffer
+	if c.chunking {
+		chunk = chunkBuffers.Get().(*bytes.Buffer)
+		defer putChunkBuffer(chunk)
+		if err := renderChunk(msg, chunk); err != nil {
+			return true, &SendError{Stage: StageMail, Permanent: true, Err: fmt.Errorf("building message: %w", err)}
+		}
+	}
+	// A pooled session may have died while idle. Its first reply then never
+	// comes, and the pool may retry elsewhere only if the message was not
+	// sent with the envelope; so a reused session carries it only when the
+	// socket shows the server still there.
+	withBody := c.pipelining && c.chunking && len(rcpts) == 1 && (!c.used || idleQuiet(c.raw))
+	c.used = true
 
 	rearm := func() { arm(ctx, c.raw, timeout) }
-	// rejected handles a refusal before DATA: the session survives a clean
-	// reply (other than 421, "closing"), after an RSET to drop the transaction.
-	rejected := func(stage string, err error) (bool, *SendError) {
-		se := newSendError(stage, withCtxErr(ctx, err))
-		code, ok := replied(err)
-		if !ok || code == 421 {
-			return false, se
+	rearm()
+	if c.pipelining {
+		se, clean := c.pipelinedEnvelope(ctx, from, rcpts, chunk, withBody)
+		if se != nil {
+			if !clean {
+				return false, se
+			}
+			if se.Stage == StageData {
+				// A reply to BDAT LAST ends the transaction either way.
+				return se.Code != 421, se
+			}
+			return c.reset(se, rearm)
 		}
-		rearm()
-		if rerr := c.client.Reset(); rerr != nil {
-			return false, se
+		if withBody {
+			return true, nil
 		}
-		return true, se
+	} else {
+		if reusable, se := c.envelopeStepwise(ctx, from, rcpts, rearm); se != nil {
+			return reusable, se
+		}
 	}
 
 	rearm()
-	if err := c.client.Mail(from); err != nil {
-		return rejected(StageMail, fmt.Errorf("MAIL FROM %s: %w", from, err))
+	if !c.chunking {
+		return c.data(ctx, msg, rearm)
 	}
-	// All-or-nothing: one refused recipient fails the whole message, so a
-	// retry never delivers twice to those who did accept. The worst reply
-	// wins, since retrying cannot fix a 5xx.
+	w := c.client.Text.W
+	fmt.Fprintf(w, "BDAT %d LAST\r\n", chunk.Len())
+	_, _ = w.Write(chunk.Bytes())
+	if err := w.Flush(); err != nil {
+		// Not every byte of the chunk left, so the server cannot have taken it.
+		return false, newSendError(StageData, withCtxErr(ctx, fmt.Errorf("writing BDAT chunk: %w", err)))
+	}
+	return c.finalReply(ctx, "BDAT")
+}
+
+// pipelinedEnvelope writes MAIL FROM and every RCPT TO (and, withBody, the
+// message as BDAT LAST) in one go, then reads the replies in order. It
+// returns the first refusal (the worst RCPT refusal among several, since
+// retrying cannot fix a 5xx); clean reports whether every reply was read,
+// leaving the session in a known state. Once the body is out, a reply that
+// cannot be read before any refusal makes the delivery uncertain.
+func (c *conn) pipelinedEnvelope(ctx context.Context, from string, rcpts []string, chunk *bytes.Buffer, withBody bool) (_ *SendError, clean bool) {
+	w := c.client.Text.W
+	fmt.Fprintf(w, "MAIL FROM:%s%s\r\n", from, c.mailParams)
+	for _, rcpt := range rcpts {
+		fmt.Fprintf(w, "RCPT TO:%s\r\n", rcpt)
+	}
+	if withBody {
+		fmt.Fprintf(w, "BDAT %d LAST\r\n", chunk.Len())
+		_, _ = w.Write(chunk.Bytes())
+	}
+	if err := w.Flush(); err != nil {
+		return newSendError(StageMail, withCtxErr(ctx, fmt.Errorf("writing MAIL FROM: %w", err))), false
+	}
+
+	var refused *SendError
+	lost := func(stage string, err error) (*SendError, bool) {
+		if refused != nil {
+			return refused, false
+		}
+		se := newSendError(stage, withCtxErr(ctx, err))
+		if withBody {
+			se.Stage, se.Uncertain = StageDataSent, true
+		}
+		return se, false
+	}
+	if _, _, err := c.client.Text.ReadResponse(250); err != nil {
+		if _, ok := replied(err); !ok {
+			return lost(StageMail, fmt.Errorf("reading reply to MAIL FROM %s: %w", from, err))
+		}
+		refused = newSendError(StageMail, fmt.Errorf("MAIL FROM %s: %w", from, err))
+	}
+	for _, rcpt := range rcpts {
+		_, _, err := c.client.Text.ReadResponse(25)
+		if err == nil {
+			continue
+		}
+		if _, ok := replied(err); !ok {
+			return lost(StageRcpt, fmt.Errorf("reading reply to RCPT TO %s: %w", rcpt, err))
+		}
+		se := newSendError(StageRcpt, fmt.Errorf("RCPT TO %s: %w", rcpt, err))
+		if refused == nil || (refused.Stage == StageRcpt && se.Permanent && !refused.Permanent) {
+			refused = se
+		}
+	}
+	if withBody {
+		_, _, err := c.client.Text.ReadResponse(250)
+		if err != nil {
+			if _, ok := replied(err); !ok {
+				return lost(StageDataSent, fmt.Errorf("reading final reply to BDAT: %w", err))
+			}
+			if refused == nil {
+				refused = newSendError(StageData, fmt.Errorf("final reply to BDAT: %w", err))
+			}
+		}
+	}
+	return refused, true
+}
+
+// envelopeStepwise sends MAIL FROM and each RCPT TO, waiting for each reply.
+func (c *conn) envelopeStepwise(ctx context.Context, from string, rcpts []string, rearm func()) (reusable bool, _ *SendError) {
+	if err := c.client.Mail(from); err != nil {
+		return c.refused(ctx, StageMail, fmt.Errorf("MAIL FROM %s: %w", from, err), rearm)
+	}
 	var rcptErr error
 	rcptPermanent := false
 	for _, rcpt := range rcpts {
@@ -248,12 +386,51 @@ func (c *conn) transact(ctx context.Context, msg *gomail.Msg, timeout time.Durat
 		}
 	}
 	if rcptErr != nil {
-		return rejected(StageRcpt, rcptErr)
+		return c.refused(ctx, StageRcpt, rcptErr, rearm)
 	}
+	return true, nil
+}
 
+// transactStepwise is transact for a server with neither PIPELINING nor
+// CHUNKING.
+func (c *conn) transactStepwise(ctx context.Context, msg *gomail.Msg, from string, rcpts []string, timeout time.Duration) (reusable bool, _ *SendError) {
+	rearm := func() { arm(ctx, c.raw, timeout) }
+	rearm()
+	if reusable, se := c.envelopeStepwise(ctx, from, rcpts, rearm); se != nil {
+		return reusable, se
+	}
+	return c.data(ctx, msg, rearm)
+}
+
+// refused handles a refusal before the message: the session survives a
+// clean reply (other than 421, "closing"), after an RSET to drop the
+// transaction.
+func (c *conn) refused(ctx context.Context, stage string, err error, rearm func()) (bool, *SendError) {
+	se := newSendError(stage, withCtxErr(ctx, err))
+	if _, ok := replied(err); !ok {
+		return false, se
+	}
+	return c.reset(se, rearm)
+}
+
+// reset ends a refused transaction with RSET, keeping the session unless
+// the server is closing it (421) or RSET fails.
+func (c *conn) reset(se *SendError, rearm func()) (bool, *SendError) {
+	if se.Code == 421 {
+		return false, se
+	}
+	rearm()
+	if err := c.client.Reset(); err != nil {
+		return false, se
+	}
+	return true, se
+}
+
+// data sends the message with DATA, dot-stuffed.
+func (c *conn) data(ctx context.Context, msg *gomail.Msg, rearm func()) (reusable bool, _ *SendError) {
 	w, err := c.client.Data()
 	if err != nil {
-		return rejected(StageData, fmt.Errorf("DATA: %w", err))
+		return c.refused(ctx, StageData, fmt.Errorf("DATA: %w", err), rearm)
 	}
 	dc, ok := w.(*smtp.DataCloser)
 	if !ok {
@@ -269,14 +446,82 @@ func (c *conn) transact(ctx context.Context, msg *gomail.Msg, timeout time.Durat
 	if err := dc.WriteCloser.Close(); err != nil {
 		return false, newSendError(StageData, withCtxErr(ctx, fmt.Errorf("writing end of data: %w", err)))
 	}
+	return c.finalReply(ctx, "DATA")
+}
+
+// finalReply reads the reply to the end of the message. Whether the server
+// took it is unknown if that reply cannot be read.
+func (c *conn) finalReply(ctx context.Context, cmd string) (reusable bool, _ *SendError) {
 	if _, _, err := c.client.Text.ReadResponse(250); err != nil {
 		if code, ok := replied(err); ok {
 			// The transaction is over either way; the session is idle again.
-			return code != 421, newSendError(StageData, fmt.Errorf("final reply to DATA: %w", err))
+			return code != 421, newSendError(StageData, fmt.Errorf("final reply to %s: %w", cmd, err))
 		}
-		se := newSendError(StageDataSent, withCtxErr(ctx, fmt.Errorf("reading final reply to DATA: %w", err)))
+		se := newSendError(StageDataSent, withCtxErr(ctx, fmt.Errorf("reading final reply to %s: %w", cmd, err)))
 		se.Uncertain = true
 		return false, se
 	}
 	return true, nil
+}
+
+// chunkBuffers hold messages rendered for BDAT.
+var chunkBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putChunkBuffer returns b to chunkBuffers unless it grew for an unusually
+// large message, which would stay pinned in memory.
+func putChunkBuffer(b *bytes.Buffer) {
+	if b.Cap() > 1<<20 {
+		return
+	}
+	b.Reset()
+	chunkBuffers.Put(b)
+}
+
+// renderChunk writes msg into b exactly as DATA would carry it, less the
+// dot-stuffing: every line ending CRLF (a bare LF becomes CRLF, as
+// textproto's DotWriter makes it) and the last line ended.
+func renderChunk(msg *gomail.Msg, b *bytes.Buffer) error {
+	if _, err := msg.WriteTo(b); err != nil {
+		return err
+	}
+	normalizeChunk(b)
+	return nil
+}
+
+// normalizeChunk ends every line of b with CRLF, the last one included.
+func normalizeChunk(b *bytes.Buffer) {
+	if hasBareLF(b.Bytes()) {
+		fixed := crlf(b.Bytes())
+		b.Reset()
+		b.Write(fixed)
+	}
+	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\r\n")) {
+		b.WriteString("\r\n")
+	}
+}
+
+// hasBareLF reports whether p has a LF not preceded by CR.
+func hasBareLF(p []byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		if i+j == 0 || p[i+j-1] != '\r' {
+			return true
+		}
+		i += j + 1
+	}
+}
+
+// crlf returns p with every bare LF turned into CRLF.
+func crlf(p []byte) []byte {
+	out := make([]byte, 0, len(p)+len(p)/32)
+	for i, c := range p {
+		if c == '\n' && (i == 0 || p[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
 }

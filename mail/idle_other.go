@@ -1,0 +1,10 @@
+//go:build !unix
+
+package mail
+
+import "net"
+
+// idleQuiet cannot peek at the socket here, so it never vouches for an
+// idle session: transact then keeps the message until the envelope is
+// answered.
+func idleQuiet(net.Conn) bool { return false }
