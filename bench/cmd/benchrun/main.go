@@ -198,6 +198,9 @@ type bench struct {
 	// beforeGet, when set, runs right before measureGet's reads start.
 	beforeGet func()
 	peaks     [][]string
+	// allMax is the accept phase's max rate, with the worker of `all`
+	// delivering meanwhile (0 when it did not run).
+	allMax float64
 }
 
 func (b *bench) logf(format string, args ...any) {
