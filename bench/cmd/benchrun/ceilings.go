@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
@@ -17,6 +18,7 @@ import (
 	"github.com/mailqueue/mailqueue/bench/load"
 	"github.com/mailqueue/mailqueue/bench/smtpsink"
 	"github.com/mailqueue/mailqueue/mail"
+	"github.com/mailqueue/mailqueue/store"
 )
 
 // ceilings measures what each component can do on its own on this machine,
@@ -55,6 +57,13 @@ func (b *bench) ceilings(ctx context.Context) error {
 	for _, r := range pgRows {
 		rows = append(rows, append(r, ""))
 	}
+	b.logf("ceilings: the floor of a %d-recipient batch", b.o.batchSize)
+	floor, floorCPU, steps, err := b.batchFloor(ctx, b.o.batchSize)
+	if err != nil {
+		return err
+	}
+	add("PostgreSQL floor of one batch", fmt.Sprintf("one transaction, as the service does it: River InsertManyFastTx of the jobs %d ms, COPY into emails %d ms and email_events %d ms (the real tables and indexes), COMMIT %d ms; PostgreSQL CPU %d ms",
+		steps[0].Milliseconds(), steps[1].Milliseconds(), steps[2].Milliseconds(), steps[3].Milliseconds(), floorCPU.Milliseconds()), int64(b.o.batchSize), floor, "recipients")
 	for _, v := range []struct {
 		jobs, workers int
 		cooldown      time.Duration
@@ -249,4 +258,88 @@ func (b *bench) riverCeiling(ctx context.Context, n, maxWorkers int, cooldown ti
 		time.Sleep(2 * time.Millisecond)
 	}
 	return insert, time.Since(start), nil
+}
+
+// floorArgs are shaped like the service's send job arguments.
+type floorArgs struct {
+	EmailID    uuid.UUID `json:"email_id"`
+	RetryDelay []int     `json:"retry_delay,omitempty"`
+}
+
+func (floorArgs) Kind() string { return "bench_floor" }
+
+// batchFloor is the least PostgreSQL work of an n-recipient batch: in one
+// transaction, as the service does it, River's fastest insert
+// (InsertManyFastTx, COPY) of n send-shaped jobs and COPY of n rows into
+// the real emails and email_events tables, with their indexes, then
+// COMMIT. No HTTP, JSON or validation. The rows are deleted afterwards.
+// pgCPU is the PostgreSQL CPU time the transaction used.
+// steps are the times of the River insert, the two COPYs and the COMMIT.
+func (b *bench) batchFloor(ctx context.Context, n int) (took, pgCPU time.Duration, steps []time.Duration, err error) {
+	pool, err := store.NewPool(ctx, b.db.url)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer pool.Close()
+	// Connected before the clock starts, so the backend's CPU can be read
+	// on both sides of the transaction.
+	if err := pool.Ping(ctx); err != nil {
+		return 0, 0, nil, err
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	app, queue, batch := uuid.New(), uuid.New(), uuid.New()
+	defer func() {
+		bg := context.Background()
+		_, _ = pool.Exec(bg, "DELETE FROM river_job WHERE kind = 'bench_floor'")
+		_, _ = pool.Exec(bg, "DELETE FROM email_events WHERE app_id = $1", app)
+		_, _ = pool.Exec(bg, "DELETE FROM emails WHERE app_id = $1", app)
+	}()
+
+	html := load.HTML(load.DefaultHTMLSize)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	ids := make([]uuid.UUID, n)
+	jobs := make([]river.InsertManyParams, n)
+	emails := make([][]any, n)
+	events := make([][]any, n)
+	for i := range n {
+		ids[i] = uuid.Must(uuid.NewV7())
+		jobs[i] = river.InsertManyParams{Args: floorArgs{EmailID: ids[i]}, InsertOpts: &river.InsertOpts{Queue: "bench_floor", Priority: 2}}
+		emails[i] = []any{ids[i], now, app, queue, batch, fmt.Sprintf("%s@bench.example.com", ids[i]),
+			"noreply@example.com", "Example App", fmt.Sprintf(`[{"email":"user%d@example.com"}]`, i),
+			"Your receipt", html, "Thanks!", `{"X-Order":"1234"}`, fmt.Sprintf(`{"index":"%d"}`, i),
+			"queued", int16(5), int16(3), int64(i + 1), now}
+		events[i] = []any{uuid.Must(uuid.NewV7()), now, ids[i], app, "queued"}
+	}
+	steps = make([]time.Duration, 4)
+	pg0, start := b.pgCPU(ctx), time.Now()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	t := time.Now()
+	if _, err := client.InsertManyFastTx(ctx, tx, jobs); err != nil {
+		return 0, 0, nil, fmt.Errorf("InsertManyFastTx: %w", err)
+	}
+	steps[0], t = time.Since(t), time.Now()
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"emails"}, []string{"id", "created_at", "app_id", "queue_id", "batch_id",
+		"message_id", "from_address", "from_name", "to_addresses", "subject", "html_body", "text_body", "headers",
+		"metadata", "status", "priority", "max_retries", "job_id", "updated_at"}, pgx.CopyFromRows(emails)); err != nil {
+		return 0, 0, nil, fmt.Errorf("COPY emails: %w", err)
+	}
+	steps[1], t = time.Since(t), time.Now()
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"email_events"}, []string{"id", "created_at", "email_id", "app_id", "event_type"},
+		pgx.CopyFromRows(events)); err != nil {
+		return 0, 0, nil, fmt.Errorf("COPY email_events: %w", err)
+	}
+	steps[2], t = time.Since(t), time.Now()
+	if err := tx.Commit(ctx); err != nil {
+		return 0, 0, nil, err
+	}
+	steps[3] = time.Since(t)
+	took = time.Since(start)
+	return took, b.pgCPU(ctx) - pg0, steps, nil
 }
