@@ -165,7 +165,8 @@ CREATE INDEX emails_app_status_idx ON emails (app_id, status, created_at DESC);
 CREATE INDEX emails_queue_status_idx ON emails (queue_id, status);
 CREATE INDEX emails_scheduled_at_idx ON emails (scheduled_at) WHERE scheduled_at IS NOT NULL;
 CREATE INDEX emails_batch_id_idx ON emails (batch_id) WHERE batch_id IS NOT NULL;
-CREATE INDEX emails_message_id_idx ON emails (message_id);
+-- No index on message_id: ours is <email id>@<domain>, so a bounce or reply that
+-- quotes it finds the email by primary key, in one partition (the id is a UUIDv7).
 CREATE INDEX emails_idempotency_key_idx ON emails (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE email_events (
