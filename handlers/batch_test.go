@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,6 +148,42 @@ func TestCreateEmailBatchLarge(t *testing.T) {
 	expectStatus(t, resp, body, http.StatusOK)
 	if l2 := decode[emailList](t, body); len(l2.Data) != 100 || !seen[l2.Data[0].ID] || l2.Data[0].ID == l.Data[99].ID {
 		t.Errorf("second page: %d emails", len(l2.Data))
+	}
+
+	// Large batches are rendered in runs, one per core; rejections at the
+	// ends of the runs still come back in order, and every accepted email
+	// is its own entry's rendering.
+	const m = 3000
+	bad := []int{2, m/2 - 1, m / 2, m - 1}
+	resp, body = b.do(t, http.MethodPost, "/v1/emails/batch", key, batchReq(m, func(req map[string]any) {
+		for _, i := range bad {
+			req["emails"].([]any)[i] = map[string]any{"to": map[string]any{"email": fmt.Sprintf("bad%d@", i)}}
+		}
+	}), nil)
+	expectStatus(t, resp, body, http.StatusAccepted)
+	a = decode[batchAccepted](t, body)
+	if a.Accepted != m-len(bad) || len(a.Emails) != m-len(bad) || len(a.Rejected) != len(bad) {
+		t.Fatalf("accepted %d, emails %d, rejected %d", a.Accepted, len(a.Emails), len(a.Rejected))
+	}
+	for k, r := range a.Rejected {
+		if r.Index != bad[k] || deref(r.Error.Field) != fmt.Sprintf("emails[%d].to.email", bad[k]) {
+			t.Errorf("rejected[%d] = index %d field %q, want %d", k, r.Index, deref(r.Error.Field), bad[k])
+		}
+	}
+	want := 0
+	for k, e := range a.Emails {
+		for slices.Contains(bad, want) {
+			want++
+		}
+		if e.Index != want {
+			t.Fatalf("emails[%d].index = %d, want %d", k, e.Index, want)
+		}
+		want++
+	}
+	if c := b.count(t, `SELECT count(*) FROM emails WHERE batch_id = $1
+		AND subject = 'Hello User ' || substr(to_addresses->0->>'email', 5, strpos(to_addresses->0->>'email', '@') - 5)`,
+		a.BatchID); c != m-len(bad) {
+		t.Errorf("emails rendered for their own recipient = %d, want %d", c, m-len(bad))
 	}
 }
 

@@ -69,7 +69,9 @@ func QueueConfig(workers int) map[string]river.QueueConfig {
 }
 
 // ReindexerIndexNames are the indexes River's reindexer rebuilds: its
-// defaults but the one store.Migrate drops.
+// defaults but those store.Migrate drops.
 func ReindexerIndexNames() []string {
-	return slices.DeleteFunc(river.ReindexerIndexNamesDefault(), func(n string) bool { return n == store.RiverArgsIndex })
+	return slices.DeleteFunc(river.ReindexerIndexNamesDefault(), func(n string) bool {
+		return slices.Contains(store.RiverDroppedIndexes, n)
+	})
 }

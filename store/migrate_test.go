@@ -104,15 +104,15 @@ func TestMigrateTwiceSecondRunIsNoOp(t *testing.T) {
 	if n := strings.Count(logs.String(), `msg="created partition"`); n != wantPartitions {
 		t.Errorf("first run logged %d created partitions, want %d:\n%s", n, wantPartitions, logs)
 	}
-	// River's args index is dropped; the rest of its indexes stay.
+	// River's GIN indexes are dropped; the rest of its indexes stay.
 	var riverIdx string
 	if err := pool.QueryRow(ctx, `SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes
-		WHERE tablename = 'river_job' AND indexname IN ($1, 'river_job_metadata_index', 'river_job_pkey')`,
-		RiverArgsIndex).Scan(&riverIdx); err != nil {
+		WHERE tablename = 'river_job' AND (indexname = ANY($1) OR indexname IN ('river_job_kind', 'river_job_pkey'))`,
+		RiverDroppedIndexes).Scan(&riverIdx); err != nil {
 		t.Fatal(err)
 	}
-	if riverIdx != "river_job_metadata_index,river_job_pkey" {
-		t.Errorf("river_job indexes %q, want the metadata index and the key without %s", riverIdx, RiverArgsIndex)
+	if riverIdx != "river_job_kind,river_job_pkey" {
+		t.Errorf("river_job indexes %q, want the kind index and the key without %v", riverIdx, RiverDroppedIndexes)
 	}
 
 	type state struct {

@@ -42,6 +42,7 @@ Configuration is read from MQ_* environment variables; see README.md.
 `
 
 func main() {
+	setGCDefaults()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

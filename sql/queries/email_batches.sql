@@ -19,6 +19,16 @@ GROUP BY 1;
 -- (taking it leaves a gap in the ids, as any rolled-back insert does).
 SELECT nextval(pg_get_serial_sequence('river_job', 'id'));
 
+-- name: SendJobIDRange
+-- The last job id this session took from river_job's sequence, and the
+-- email ids of the jobs at @after + 1 and at that last id: when the batch's
+-- session took every id in between, its jobs hold them in insert order
+-- (COPY takes each row's default in turn), which the two ends confirm.
+SELECT l.last,
+       (SELECT (args->>'email_id')::uuid FROM river_job WHERE id = @after::bigint + 1 AND kind = 'send_email'),
+       (SELECT (args->>'email_id')::uuid FROM river_job WHERE id = l.last AND kind = 'send_email')
+FROM (SELECT currval(pg_get_serial_sequence('river_job', 'id')) AS last) l;
+
 -- name: SendJobIDsInserted
 -- The send jobs just inserted with COPY (which returns no ids): every id
 -- this session took from river_job's sequence since @after, up to currval
