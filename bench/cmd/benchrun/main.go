@@ -94,11 +94,11 @@ func run() error {
 	fs.DurationVar(&o.maxDur, "max-duration", 15*time.Second, "accept: duration at max rate")
 	fs.IntVar(&o.maxConc, "max-concurrency", 32, "accept: workers at max rate")
 	fs.IntVar(&o.batchSize, "batch-size", 10000, "batch: recipients in the one batch request")
-	fs.IntVar(&o.batchRepeat, "batch-repeat", 1, "batch: how many batches to send one after another, each after the last is delivered; the target takes the median")
+	fs.IntVar(&o.batchRepeat, "batch-repeat", 3, "batch: how many batches to send one after another, each after the last is delivered; the target takes the median")
 	fs.Float64Var(&o.getRate, "get-rate", 500, "get: fixed arrival rate of GET /v1/emails/{id}")
 	fs.DurationVar(&o.getDur, "get-duration", 10*time.Second, "get: duration")
-	fs.IntVar(&o.deliverSmall, "deliver-small", 5000, "deliver: ~2 KB emails queued before the worker starts")
-	fs.IntVar(&o.deliverLarge, "deliver-large", 1000, "deliver: large emails queued before the worker starts")
+	fs.IntVar(&o.deliverSmall, "deliver-small", 30000, "deliver: ~2 KB emails queued before the worker starts")
+	fs.IntVar(&o.deliverLarge, "deliver-large", 3000, "deliver: large emails queued before the worker starts")
 	fs.StringVar(&o.largeSize, "large-size", "100KB", "deliver: html size of the large emails")
 	fs.Float64Var(&o.e2eRate, "e2e-rate", 300, "e2e: fixed arrival rate with the worker running")
 	fs.DurationVar(&o.e2eDur, "e2e-duration", 30*time.Second, "e2e: duration")
@@ -124,7 +124,7 @@ func run() error {
 	if o.short {
 		short := map[string]string{
 			"accept-duration": "2s", "max-duration": "2s", "get-duration": "3s",
-			"deliver-small": "1000", "deliver-large": "200", "e2e-rate": "200", "e2e-duration": "5s",
+			"deliver-small": "1000", "deliver-large": "200", "e2e-rate": "200", "e2e-duration": "5s", "batch-repeat": "1",
 			"ceiling-duration": "2s", "river-jobs": "2000", "drain-timeout": "30s", "accept-drain": "3s",
 			"queued-window": "10s",
 		}
