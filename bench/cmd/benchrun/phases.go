@@ -270,7 +270,9 @@ func (b *bench) batch(ctx context.Context, svc *service, c *load.Client) error {
 	} else {
 		b.rep.para("%d requests, one after another (each after the previous batch was delivered), each with %d recipients (%d bytes), the example email's shared fields (results below the drains):", repeat, b.o.batchSize, len(body))
 	}
+	var settled []string
 	for i := range repeat {
+		settled = append(settled, b.settle(ctx))
 		b.logf("batch %d/%d: one request with %d recipients (%d bytes)", i+1, repeat, b.o.batchSize, len(body))
 		svc0, pg0 := svc.CPU(), b.pgCPU(ctx)
 		res, err := load.Run(ctx, c, load.Config{Mode: load.ModeBatch, Concurrency: 1, Requests: 1, Body: body})
@@ -285,7 +287,7 @@ func (b *bench) batch(ctx context.Context, svc *service, c *load.Client) error {
 		}
 		rows = append(rows, loadRow(fmt.Sprintf("batch %d", i+1), res))
 		cpuRows = append(cpuRows, []string{fmt.Sprintf("batch %d", i+1), load.FormatDuration(res.LatencyAll.Max),
-			cpuText(svcCPU), cpuText(pgCPU)})
+			cpuText(svcCPU), cpuText(pgCPU), settled[i]})
 		if res.OK == 0 {
 			b.rep.para("One request with %d recipients (%d bytes), the example email's shared fields:", b.o.batchSize, len(body))
 			b.rep.table(loadHeader, rows)
@@ -299,8 +301,8 @@ func (b *bench) batch(ctx context.Context, svc *service, c *load.Client) error {
 		b.drain(ctx, fmt.Sprintf("batch %d", i+1))
 	}
 	b.rep.table(loadHeader, rows)
-	b.rep.para("CPU time each batch used while it ran, less sensitive to other load on the machine than its latency: the `mailqueue all` process (every thread; its workers are idle until the batch commits) and the bench database's PostgreSQL backends (\"—\" when PostgreSQL is not on this machine).")
-	b.rep.table([]string{"run", "latency", "service CPU", "PostgreSQL CPU"}, cpuRows)
+	b.rep.para("CPU time each batch used while it ran, less sensitive to other load on the machine than its latency: the `mailqueue all` process (every thread; its workers are idle until the batch commits) and the bench database's PostgreSQL backends (\"—\" when PostgreSQL is not on this machine). Before each batch the bench waits (at most %s) until no autovacuum worker is busy in the bench database, so that the cleanup after the earlier phases' deletes is not timed with it; the last column says how long that took.", settleMax)
+	b.rep.table([]string{"run", "latency", "service CPU", "PostgreSQL CPU", "autovacuum wait before"}, cpuRows)
 	slices.Sort(latencies)
 	l := latencies[len(latencies)/2]
 	measured := load.FormatDuration(l) + fmt.Sprintf(" for %d recipients", b.o.batchSize)
@@ -310,6 +312,33 @@ func (b *bench) batch(ctx context.Context, svc *service, c *load.Client) error {
 	}
 	b.rep.target(tBatch, goal(tBatch), measured, metIf(b.o.batchSize == 10000 && l < 250*time.Millisecond))
 	return nil
+}
+
+// settleMax is the longest settle waits.
+const settleMax = 30 * time.Second
+
+// settle waits until no autovacuum worker is running in the bench database,
+// for at most settleMax, and says how long it waited.
+func (b *bench) settle(ctx context.Context) string {
+	start := time.Now()
+	for {
+		var n int
+		err := b.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND backend_type = 'autovacuum worker'`).Scan(&n)
+		switch {
+		case err != nil:
+			return "unknown: " + err.Error()
+		case n == 0:
+			return fmt.Sprintf("%.1fs", time.Since(start).Seconds())
+		case time.Since(start) > settleMax:
+			return fmt.Sprintf("%.0fs, still running", time.Since(start).Seconds())
+		}
+		select {
+		case <-ctx.Done():
+			return "cancelled"
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func cpuText(d time.Duration) string {
