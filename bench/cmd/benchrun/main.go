@@ -355,6 +355,13 @@ func (b *bench) writeSettings(flags [][]string) {
 		}
 		env = append(env, k+"="+v)
 	}
+	// Go's own runtime variables reach the service from benchrun's
+	// environment (startService passes on everything but MQ_*).
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v+" (from benchrun's environment)")
+		}
+	}
 	slices.Sort(env)
 	fmt.Fprintf(h, "Service environment (plus `MQ_HTTP_ADDR` and `MQ_INBOUND_ADDR` on free loopback ports; every other setting at its default, see README.md):\n\n```\n%s\n```\n\n", strings.Join(env, "\n"))
 	h.WriteString("SMTP sink: `bench/smtpsink` in the benchrun process, Record off, no delay, no failures.\n\n")
