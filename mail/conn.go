@@ -35,6 +35,10 @@ type conn struct {
 	used bool
 }
 
+// bodyWithEnvelopeIdle is how long a session may have been idle and still
+// carry the message with its envelope (see transact).
+const bodyWithEnvelopeIdle = 2 * time.Second
+
 // close ends the session politely if it can do so quickly.
 func (c *conn) close() {
 	_ = c.raw.SetDeadline(time.Now().Add(time.Second))
@@ -258,23 +262,25 @@ func (c *conn) transact(ctx context.Context, msg *gomail.Msg, timeout time.Durat
 	}
 	// A pooled session may have died while idle. Its first reply then never
 	// comes, and the pool may retry elsewhere only if the message was not
-	// sent with the envelope; so a reused session carries it only when the
-	// socket shows the server still there.
-	withBody := c.pipelining && c.chunking && len(rcpts) == 1 && (!c.used || idleQuiet(c.raw))
-	c.used = true
-
+	// sent with the envelope; so a reused session carries it only when it
+	// was used moments ago (a peer that vanished without closing, or whose
+	// close is still on its way, is unlikely that soon) and the socket, with
+	// nothing left unread in our buffer, shows the server still there. The
+	// deadline is armed first: the probe cannot read past an expired one.
 	rearm := func() { arm(ctx, c.raw, timeout) }
 	rearm()
+	withBody := c.pipelining && c.chunking && len(rcpts) == 1 &&
+		(!c.used || time.Since(c.lastUsed) <= bodyWithEnvelopeIdle && c.client.Text.R.Buffered() == 0 && idleQuiet(c.raw))
+	c.used = true
+
 	if c.pipelining {
 		se, clean := c.pipelinedEnvelope(ctx, from, rcpts, chunk, withBody)
 		if se != nil {
 			if !clean {
 				return false, se
 			}
-			if se.Stage == StageData {
-				// A reply to BDAT LAST ends the transaction either way.
-				return se.Code != 421, se
-			}
+			// A refused BDAT LAST ends the transaction (RFC 3030), but RSET
+			// costs nothing on this path and leaves no doubt.
 			return c.reset(se, rearm)
 		}
 		if withBody {
@@ -297,7 +303,7 @@ func (c *conn) transact(ctx context.Context, msg *gomail.Msg, timeout time.Durat
 		// Not every byte of the chunk left, so the server cannot have taken it.
 		return false, newSendError(StageData, withCtxErr(ctx, fmt.Errorf("writing BDAT chunk: %w", err)))
 	}
-	return c.finalReply(ctx, "BDAT")
+	return c.finalReply(ctx, "BDAT", rearm)
 }
 
 // pipelinedEnvelope writes MAIL FROM and every RCPT TO (and, withBody, the
@@ -359,6 +365,13 @@ func (c *conn) pipelinedEnvelope(ctx context.Context, from string, rcpts []strin
 			if refused == nil {
 				refused = newSendError(StageData, fmt.Errorf("final reply to BDAT: %w", err))
 			}
+		} else if refused != nil {
+			// The server took the message after refusing its envelope: it is
+			// out of step with us, and may have delivered it. Never retried,
+			// and the session is not reused.
+			refused.Stage, refused.Uncertain, refused.Permanent = StageDataSent, true, false
+			refused.Err = fmt.Errorf("BDAT accepted after a refused envelope: %w", refused.Err)
+			return refused, false
 		}
 	}
 	return refused, true
@@ -446,16 +459,17 @@ func (c *conn) data(ctx context.Context, msg *gomail.Msg, rearm func()) (reusabl
 	if err := dc.WriteCloser.Close(); err != nil {
 		return false, newSendError(StageData, withCtxErr(ctx, fmt.Errorf("writing end of data: %w", err)))
 	}
-	return c.finalReply(ctx, "DATA")
+	return c.finalReply(ctx, "DATA", rearm)
 }
 
 // finalReply reads the reply to the end of the message. Whether the server
 // took it is unknown if that reply cannot be read.
-func (c *conn) finalReply(ctx context.Context, cmd string) (reusable bool, _ *SendError) {
+func (c *conn) finalReply(ctx context.Context, cmd string, rearm func()) (reusable bool, _ *SendError) {
 	if _, _, err := c.client.Text.ReadResponse(250); err != nil {
-		if code, ok := replied(err); ok {
-			// The transaction is over either way; the session is idle again.
-			return code != 421, newSendError(StageData, fmt.Errorf("final reply to %s: %w", cmd, err))
+		if _, ok := replied(err); ok {
+			// The transaction is over; RSET makes sure of it before the
+			// session carries another.
+			return c.reset(newSendError(StageData, fmt.Errorf("final reply to %s: %w", cmd, err)), rearm)
 		}
 		se := newSendError(StageDataSent, withCtxErr(ctx, fmt.Errorf("reading final reply to %s: %w", cmd, err)))
 		se.Uncertain = true
